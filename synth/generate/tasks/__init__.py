@@ -1,0 +1,1 @@
+"""One module per generation task: how its prompt is filled and how its answer is parsed."""

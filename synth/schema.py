@@ -1,0 +1,47 @@
+"""Arrow schemas of what synth writes. One place, so writers, readers and the card agree."""
+
+import pyarrow as pa
+
+# A back-translation pair. `text` is the authentic sentence in `lang` (the target side for
+# training a translation model into `lang`); `translation` is synthetic, written by `model`.
+BACKTRANSLATION_FIELDS = [
+    pa.field("id", pa.string(), nullable=False),          # sha256 of the normalised text, 16 hex
+    pa.field("text", pa.string(), nullable=False),        # authentic, in `lang`
+    pa.field("translation", pa.string()),                 # synthetic, in `pivot_lang`
+    pa.field("lang", pa.string(), nullable=False),
+    pa.field("pivot_lang", pa.string(), nullable=False),
+    pa.field("synthetic_side", pa.string(), nullable=False),  # always "translation" here
+    pa.field("source", pa.string()),                      # corpus file the text came from
+    pa.field("line", pa.int64()),                         # 1-based line / row in that file
+    pa.field("consistency", pa.float64()),                # cosine of the two sides
+    pa.field("margin", pa.float64()),                     # ratio margin within the batch
+    pa.field("partner_rank", pa.int64()),                 # worse of the two retrieval ranks (1 = best)
+    pa.field("lid_lang", pa.string()),                    # language detected in `translation`
+    pa.field("lid_score", pa.float64()),
+    pa.field("lid_detector", pa.string()),
+    pa.field("lid_status", pa.string()),                  # verified | unverified | failed
+    pa.field("text_lid_lang", pa.string()),               # language detected in `text`
+    pa.field("text_lid_score", pa.float64()),
+    pa.field("text_lid_detector", pa.string()),
+    pa.field("text_lid_status", pa.string()),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("prompt_version", pa.string(), nullable=False),
+    pa.field("generation_params", pa.string()),           # JSON of the sampling parameters
+    pa.field("prompt_tokens", pa.int64()),
+    pa.field("completion_tokens", pa.int64()),
+    pa.field("raw_answer", pa.string()),                  # the model's answer before parsing
+]
+BACKTRANSLATION_SCHEMA = pa.schema(BACKTRANSLATION_FIELDS)
+REJECT_SCHEMA = pa.schema(
+    BACKTRANSLATION_FIELDS
+    + [
+        pa.field("reject_stage", pa.string(), nullable=False),   # the filter that dropped it
+        pa.field("reject_reason", pa.string(), nullable=False),  # e.g. "lid_mismatch:translation=fr"
+    ]
+)
+
+
+def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows (dicts) to a table with exactly `schema`'s columns; missing keys become nulls."""
+    columns = {field.name: [row.get(field.name) for row in rows] for field in schema}
+    return pa.Table.from_pydict(columns, schema=schema)
