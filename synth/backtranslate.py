@@ -55,6 +55,7 @@ class ChunkResult:
     filters: dict                    # filter name -> {"in": {lang: n}, "out": {...}, "dropped": {lang: {reason: n}}}
     generation_failures: int         # rows with no answer: the chunk is redone on rerun
     lid_unverified: dict = field(default_factory=dict)
+    reused: bool = False             # staged by an earlier run and taken as it was
 
     @classmethod
     def load(cls, path: Path) -> "ChunkResult":
@@ -129,6 +130,7 @@ class BacktranslateJob:
         if not path.exists():
             return None
         result = ChunkResult.load(path)
+        result.reused = True
         return result if result.generation_failures == 0 else None
 
     # --- generate ------------------------------------------------------------------------------
@@ -268,9 +270,11 @@ class BacktranslateJob:
     def stats(self, results: list[ChunkResult], started: float) -> dict:
         lang = self.config.lang
         read = self.read_stats.as_dict()
-        generation = GenerationStats()
+        generation, this_run = GenerationStats(), GenerationStats()
         for result in results:
             generation.merge(GenerationStats.from_dict(result.generation))
+            if not result.reused:
+                this_run.merge(GenerationStats.from_dict(result.generation))
         steps: dict[str, FilterStats] = {}
         for result in results:
             for name, data in result.filters.items():
@@ -306,6 +310,10 @@ class BacktranslateJob:
                 "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
                 "seconds": round(finished - started, 2),
                 "chunks": len(results),
+                "chunks_reused": sum(result.reused for result in results),
+                # What this run itself sent; "generation" above covers every chunk of the dataset.
+                "requests": this_run.requests,
+                "cache_hits": this_run.cache_hits,
             },
         }
 
@@ -328,17 +336,19 @@ class BacktranslateJob:
             license=c.license, command=command, source_files=[str(p) for p in c.corpus],
         )
 
-    def publish(self, results: list[ChunkResult], started: float, command: str | None = None) -> PublishResult:
+    def publish(self, results: list[ChunkResult], started: float, command: str | None = None) -> tuple[PublishResult, dict]:
+        """Writes the dataset folder; returns what was written and its stats."""
+        stats = self.stats(results, started)
         published = publish_dataset(
             self.config.out,
             [Path(r.kept_path) for r in results],
             [Path(r.rejects_path) for r in results],
-            self.stats(results, started),
+            stats,
             self.card_info(command),
             rows_per_shard=self.config.rows_per_shard,
         )
         self._remove_stale_chunks({r.key for r in results})
-        return published
+        return published, stats
 
     def _remove_stale_chunks(self, keep: set[str]) -> None:
         """Staged chunks of earlier settings or corpora are no longer part of the dataset."""
@@ -354,6 +364,4 @@ def run_backtranslate(
     started = time.time()
     job = BacktranslateJob(config)
     results = asyncio.run(job.run_async(on_done))
-    published = job.publish(results, started, command)
-    stats = json.loads((config.out / "stats.json").read_text(encoding="utf-8"))
-    return published, stats
+    return job.publish(results, started, command)

