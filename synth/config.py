@@ -19,6 +19,7 @@ class BacktranslateConfig(BaseModel):
     out: Path = Field(Path("outputs/backtranslate"), description="Output dataset folder")
     text_field: str = Field("text", description="Field/column holding the text in JSONL/CSV/Parquet/HF input")
     input_format: Literal["auto", "text", "jsonl", "csv", "tsv", "parquet"] = Field("auto", description="Input format; auto = by extension (a folder is a Hugging Face dataset)")
+    segment: Literal["line", "sentence"] = Field("line", description="A segment per line/row, or split them into sentences")
     limit: int | None = Field(None, ge=1, description="Stop after this many segments")
     # Generation
     base_url: list[str] = Field(default_factory=list, description="OpenAI-compatible endpoint(s); none = in-process default model")

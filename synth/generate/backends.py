@@ -165,7 +165,9 @@ def _load_packaged_smollm2():
     model is kept under SYNTH_HOME/models and later runs load it in seconds."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # the conversion bars would garble synth's own progress line
     converted = synth_home() / "models" / SMOLLM2_MODEL_NAME
     if (converted / "config.json").exists():
         return _ready(AutoTokenizer.from_pretrained(converted), AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32))

@@ -11,7 +11,7 @@ import glob
 import gzip
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from itertools import chain, islice
 from pathlib import Path
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from synth.read.dedup import ExactDedup
 from synth.read.normalize import normalize_text, record_id
+from synth.read.segment import SEGMENTERS, split_sentences
 
 T = TypeVar("T")
 
@@ -104,8 +105,10 @@ def read_segments(
     max_chars: int = 100_000,
     stats: ReadStats | None = None,
     limit: int | None = None,
+    segment: str = "line",
 ) -> Iterator[Segment]:
     """Stream segments from every input, in order; counts go to `stats` as they happen.
+    `segment="sentence"` splits each line/row into sentences (they keep its line number).
 
     Arguments and paths are checked now; problems inside files raise CorpusError when reached.
     """
@@ -114,8 +117,11 @@ def read_segments(
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if max_chars < 1 or (limit is not None and limit < 0):
         raise ValueError(f"need max_chars >= 1 and limit >= 0, got max_chars={max_chars}, limit={limit}")
+    if segment not in SEGMENTERS:
+        raise ValueError(f"unknown segmentation {segment!r}; expected one of {', '.join(SEGMENTERS)}")
     paths = expand_inputs(inputs)
-    return _segments(paths, text_field, fmt, dedup, max_chars, stats if stats is not None else ReadStats(), limit)
+    split = split_sentences if segment == "sentence" else None
+    return _segments(paths, text_field, fmt, dedup, max_chars, stats if stats is not None else ReadStats(), limit, split)
 
 
 def chunked(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -128,7 +134,8 @@ def chunked(iterable: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def _segments(
-    paths: list[Path], text_field: str, fmt: str, dedup: bool, max_chars: int, stats: ReadStats, limit: int | None
+    paths: list[Path], text_field: str, fmt: str, dedup: bool, max_chars: int, stats: ReadStats, limit: int | None,
+    split: Callable[[str], list[str]] | None = None,
 ) -> Iterator[Segment]:
     if limit == 0:
         return
@@ -158,17 +165,18 @@ def _segments(
                 stats.empty_dropped += 1
                 continue
             texts += 1
-            if len(text) > max_chars:
-                stats.too_long_dropped += 1
-                continue
-            if seen is not None and seen.seen(text):
-                stats.duplicates_dropped += 1
-                continue
-            stats.segments += 1
-            yield Segment(record_id(text), text, source, line)
-            yielded += 1
-            if yielded == limit:
-                return
+            for piece in split(text) if split else (text,):
+                if len(piece) > max_chars:
+                    stats.too_long_dropped += 1
+                    continue
+                if seen is not None and seen.seen(piece):
+                    stats.duplicates_dropped += 1
+                    continue
+                stats.segments += 1
+                yield Segment(record_id(piece), piece, source, line)
+                yielded += 1
+                if yielded == limit:
+                    return
         if not texts:
             what = f"{rows} lines or rows, all empty" if rows else "nothing to read"
             raise CorpusError(
