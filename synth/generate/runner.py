@@ -109,13 +109,13 @@ async def generate_all(
     *,
     concurrency: int = 32,
     policy: RetryPolicy | None = None,
-    is_usable: Callable[[str], bool] = lambda text: bool(text.strip()),
+    is_usable: Callable[[int, str], bool] = lambda index, text: bool(text.strip()),
     stats: GenerationStats | None = None,
     on_done: Callable[[int], None] | None = None,
 ) -> list[Outcome]:
-    """Answers for (cache key, messages) pairs, in order. `is_usable` decides whether an answer is
-    worth keeping (e.g. the parser finds a translation in it); unusable ones are retried and the
-    last one is kept, so the filters record why it was dropped."""
+    """Answers for (cache key, messages) pairs, in order. `is_usable(index, text)` decides whether
+    an answer is worth keeping (e.g. the parser finds a translation in it); unusable ones are
+    retried and the last one is kept, so the filters record why it was dropped."""
     policy = policy or RetryPolicy()
     stats = stats if stats is not None else GenerationStats()
     outcomes: list[Outcome | None] = [None] * len(requests)
@@ -134,7 +134,7 @@ async def generate_all(
     circuit = _Circuit(policy.circuit_threshold)
     slots = asyncio.Semaphore(concurrency)
 
-    async def attempt(messages: list[dict], last_attempt: Callable[[], bool]) -> Completion:
+    async def attempt(index: int, messages: list[dict], last_attempt: Callable[[], bool]) -> Completion:
         async with slots:
             stats.requests += 1
             try:
@@ -144,7 +144,7 @@ async def generate_all(
                 circuit.record(error)
                 raise
         circuit.record(None)
-        if not is_usable(completion.text) and not last_attempt():
+        if not is_usable(index, completion.text) and not last_attempt():
             stats.errors["unusable_answer"] += 1
             raise TransientError("unusable_answer", "the answer holds no usable text")
         return completion
@@ -163,7 +163,7 @@ async def generate_all(
                     number = try_.retry_state.attempt_number
                     if number > 1:
                         stats.retries += 1
-                    completion = await attempt(messages, lambda n=number: n >= policy.max_attempts)
+                    completion = await attempt(index, messages, lambda n=number: n >= policy.max_attempts)
         except TransientError as error:
             stats.failed += 1
             outcomes[index] = Outcome(None, error=f"generation_failed:{error.kind}")
