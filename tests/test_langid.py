@@ -42,7 +42,9 @@ def test_coverage_table(identifier):
     assert list(rows) == sorted(rows)
     assert rows["zu"] == {
         "lang": "zu", "name": "Zulu", "langdetect": False, "pycld2": True, "py3langid": True, "chosen": "pycld2",
+        "script": "Latn",
     }
+    assert rows["am"]["script"] == "Ethi" and rows["ar"]["script"] == "Arab" and rows["ja"]["script"] == "Hani+Hira+Kana"
     assert rows["en"]["chosen"] == "pycld2"
     assert rows["sw"]["langdetect"] and rows["sw"]["pycld2"]
     assert rows["ny"]["py3langid"] is False and rows["ny"]["chosen"] == "pycld2"
@@ -119,6 +121,32 @@ def test_per_language_min_score_overrides_the_default():
     assert (result.lang, result.detector, result.status) == ("zu", "pycld2", "failed")
     assert strict.identify(english, "en").status == "verified"
     assert LanguageIdentifier().identify(zulu, "zu").status == "verified"
+
+
+def test_the_user_names_the_detector_of_a_language():
+    identifier = LanguageIdentifier(chosen={"zul": "py3langid"})
+    zulu, english = udhr_articles("zul")[0], udhr_articles("eng")[0]
+
+    result = identifier.identify(zulu, "zu")
+    assert (result.lang, result.detector, result.status) == ("zu", "py3langid", "verified")
+    assert identifier.identify(english, "en").detector == "pycld2"  # the others keep the preference order
+    assert {row["lang"]: row["chosen"] for row in identifier.coverage(["zu", "en"])} == {"en": "pycld2", "zu": "py3langid"}
+    # A detector that does not know the language is refused at once, naming those that do.
+    with pytest.raises(ValueError, match=r"py3langid cannot recognise Nyanja \(ny\); detectors that can: pycld2"):
+        LanguageIdentifier(chosen={"ny": "py3langid"})
+    with pytest.raises(ValueError, match="no available detector can"):
+        LanguageIdentifier(chosen={UNCOVERED: "pycld2"})
+
+
+def test_per_language_settings_from_the_config():
+    from synth.config import PairFilterSettings
+    from synth.filters.pairs import language_identifier
+
+    identifier = language_identifier(PairFilterSettings(lid_min_score={"zul": 1.01, "*": 0.4}, lid_detector={"sw": "langdetect"}))
+    assert (identifier.min_score, identifier.min_scores) == (0.4, {"zu": 1.01})
+    assert identifier.identify(udhr_articles("zul")[0], "zu").status == "failed"
+    assert identifier.detector_for("swh").name == "langdetect"
+    assert language_identifier(PairFilterSettings(lid_detectors=[])) is None
 
 
 def test_unknown_detector_name_lists_the_known_ones():

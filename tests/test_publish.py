@@ -4,16 +4,22 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from datasets import load_dataset
-from huggingface_hub import DatasetCard
+from datasets import Translation, load_dataset
+from huggingface_hub import DatasetCard, DatasetCardData
+from PIL import Image
 
 from synth.publish import (
     CardInfo,
+    PublishResult,
+    Splits,
+    SplitSpecError,
     atomic_write_json,
     atomic_write_parquet,
     atomic_write_text,
+    pairs_view,
     publish_dataset,
     render_card,
+    translation_view,
 )
 from synth.publish.card import hub_language_code, size_category
 from synth.schema import BACKTRANSLATION_SCHEMA, REJECT_SCHEMA, table_from_rows
@@ -31,8 +37,12 @@ STATS = {
         {"step": "embedding", "in": 25, "out": 22, "dropped": {"low_margin": 3}},
     ]},
     "lid": {"unverified": {"text": 30, "translation": 0}},
-    "run": {"started": "2025-01-01T00:00:00", "finished": "2025-01-01T00:00:12", "seconds": 12.3},
 }
+VIEWS = [
+    pairs_view("translation", "text", description="anchor: English, positive: Zulu"),
+    translation_view("zu", "text", "en", "translation", description="translation pairs"),
+]
+SCHEMAS = {"kept_schema": BACKTRANSLATION_SCHEMA, "reject_schema": REJECT_SCHEMA}
 
 
 def _row(i: int, **extra) -> dict:
@@ -40,6 +50,7 @@ def _row(i: int, **extra) -> dict:
         "id": f"{i:016x}", "text": f"Umusho {i}", "translation": f"Sentence {i}",
         "lang": "zu", "pivot_lang": "en", "synthetic_side": "translation",
         "source": "zul.txt", "line": i, "model": "test-model", "prompt_version": "bt-v1",
+        "consistency": 0.8 + (i % 10) / 100, "margin": 1.0 + (i % 7) / 100,
         **extra,
     }
 
@@ -50,26 +61,35 @@ def _stage(path: Path, rows: list[dict], schema: pa.Schema) -> Path:
 
 
 def _reject(i: int) -> dict:
-    return _row(i, reject_stage="heuristics", reject_reason="copy")
+    return _row(i, consistency=0.5, margin=0.9, reject_stage="embedding", reject_reason="low_margin:0.9")
 
 
-@pytest.fixture
-def card() -> CardInfo:
+def _card() -> CardInfo:
     return CardInfo(
         lang="zu", pivot_lang="en", model="test-model",
         generation_params={"temperature": 0.2, "max_tokens": 256},
         prompt_versions={"backtranslate": "bt-v1"},
         embedder="intfloat/multilingual-e5-small",
         lid_detectors={"zu": None, "en": "py3langid"},
-        thresholds={"min_margin": 1.05, "max_length_ratio": 3.0, "min_consistency": None},
+        thresholds={"min_cosine": 0.8, "min_margin": 1.05, "max_length_ratio": 3.0, "max_rank": None},
         command="synth backtranslate zul.txt --lang zu --pivot en --out out",
         source_files=["zul.txt"],
+        summary="Each `text` is authentic Zulu; each `translation` is **synthetic** English.",
+        columns=[("id", "record id"), ("text", "authentic Zulu")],
+        task_categories=["translation", "sentence-similarity"],
+        tags=["synthetic", "back-translation"],
+        lid_columns={"zu": "text", "en": "translation"},
+        score_columns={"consistency": "min_cosine", "margin": "min_margin"},
+        training="`anchor` is the English sentence, `positive` its Zulu partner.",
     )
 
 
 @pytest.fixture
-def staged(tmp_path: Path) -> tuple[list[Path], list[Path]]:
-    stage = tmp_path / "stage"
+def card() -> CardInfo:
+    return _card()
+
+
+def _stage_all(stage: Path) -> tuple[list[Path], list[Path]]:
     stage.mkdir()
     kept = [
         _stage(stage / "kept-0.parquet", [_row(i) for i in range(0, 3)], BACKTRANSLATION_SCHEMA),
@@ -83,6 +103,23 @@ def staged(tmp_path: Path) -> tuple[list[Path], list[Path]]:
     return kept, rejects
 
 
+@pytest.fixture
+def staged(tmp_path: Path) -> tuple[list[Path], list[Path]]:
+    return _stage_all(tmp_path / "stage")
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> tuple[Path, PublishResult]:
+    """One publish of the staged parts, read by the tests that only look at it."""
+    tmp = tmp_path_factory.mktemp("published")
+    out = tmp / "out"
+    return out, _publish(out, *_stage_all(tmp / "stage"), _card(), splits="train", rows_per_shard=3)
+
+
+def _many(tmp_path: Path, n: int, name: str, start: int = 0) -> Path:
+    return _stage(tmp_path / f"{name}.parquet", [_row(i) for i in range(start, start + n)], BACKTRANSLATION_SCHEMA)
+
+
 def _files(directory: Path) -> list[str]:
     return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
 
@@ -91,90 +128,210 @@ def _load(out: Path, cache: Path, config: str | None = None):
     return load_dataset(str(out), config, cache_dir=str(cache))
 
 
-def test_publish_writes_shards_in_order(tmp_path, staged, card):
+def _publish(out, kept, rejects, card, **kw):
+    return publish_dataset(out, kept, rejects, STATS, card, **SCHEMAS, **{"views": VIEWS, **kw})
+
+
+def test_publish_writes_every_config_in_bounded_shards_in_order(published):
+    out, result = published
+
+    shards = [f"{folder}/train-0000{i}-of-00003.parquet" for folder in ("data", "pairs", "translation") for i in range(3)]
+    assert _files(out) == sorted([
+        "README.md", *shards, "plots/funnel.png", "plots/scores.png",
+        "rejects/train-00000-of-00001.parquet", "stats.json",
+    ])
+    assert (result.kept_rows, result.rejected_rows) == (7, 3)
+    assert [pq.read_metadata(f).num_rows for f in result.files("default")] == [3, 3, 1]
+    ids = [i for f in result.files("default") for i in pq.read_table(f, columns=["id"])["id"].to_pylist()]
+    assert ids == [f"{i:016x}" for i in range(7)]
+    assert pq.read_schema(result.files("rejects")[0]).equals(REJECT_SCHEMA)
+    assert pq.read_schema(result.files("pairs")[0]).equals(VIEWS[0].schema)
+    assert pq.read_schema(result.files("translation")[0]).equals(VIEWS[1].schema)
+
+
+def test_load_dataset_reads_every_config(published, tmp_path):
+    out, _ = published
+    cache = tmp_path / "cache"
+
+    default = _load(out, cache)["train"]
+    assert default.column_names == BACKTRANSLATION_SCHEMA.names
+    assert default["id"] == [f"{i:016x}" for i in range(7)]
+
+    pairs = _load(out, cache, "pairs")["train"]
+    assert pairs.column_names == ["anchor", "positive"]
+    assert pairs[0] == {"anchor": "Sentence 0", "positive": "Umusho 0"}
+
+    translation = _load(out, cache, "translation")["train"]
+    assert translation.features["translation"] == Translation(languages=["zu", "en"])
+    assert translation[0] == {"id": f"{0:016x}", "translation": {"en": "Sentence 0", "zu": "Umusho 0"}}
+
+    rejects = _load(out, cache, "rejects")["train"]
+    assert rejects.column_names == REJECT_SCHEMA.names
+    assert rejects["reject_reason"] == ["low_margin:0.9"] * 3
+
+
+def test_splits_are_the_same_in_every_config_and_stable_as_the_corpus_grows(tmp_path, card):
+    small, large = _many(tmp_path, 300, "small"), _many(tmp_path, 300, "more", start=300)
+    spec = "train=0.8,validation=0.1,test=0.1"
+
+    def splits_of(out: Path) -> dict[str, str]:
+        return {
+            row_id: split
+            for split in ("train", "validation", "test")
+            for f in (out / "data").glob(f"{split}-*.parquet")
+            for row_id in pq.read_table(f, columns=["id"])["id"].to_pylist()
+        }
+
+    _publish(tmp_path / "a", [small], [], card, splits=spec)
+    grown = _publish(tmp_path / "c", [small, large], [], card, splits=spec)
+
+    before, after = splits_of(tmp_path / "a"), splits_of(tmp_path / "c")
+    assert {row_id: after[row_id] for row_id in before} == before
+    assert grown.config("default").rows == grown.config("pairs").rows == grown.config("translation").rows
+    rows = grown.config("default").rows
+    assert sum(rows.values()) == 600 and 30 <= rows["validation"] <= 90 and 30 <= rows["test"] <= 90
+    pairs_test = _load(tmp_path / "c", tmp_path / "cache", "pairs")["test"]["positive"]
+    assert sorted(pairs_test) == sorted(f"Umusho {int(i, 16)}" for i, s in after.items() if s == "test")
+
+
+def test_split_sizes_in_records_only_ever_move_records_towards_train(tmp_path, card):
+    small, large = _many(tmp_path, 100, "small"), _many(tmp_path, 100, "more", start=100)
+    first = _publish(tmp_path / "a", [small], [], card, splits="validation=5,test=5")
+    grown = _publish(tmp_path / "b", [small, large], [], card, splits="validation=5,test=5")
+
+    assert first.config("default").rows == {"train": 90, "validation": 5, "test": 5}
+    assert grown.config("default").rows == {"train": 190, "validation": 5, "test": 5}
+
+    def ids(out: Path, split: str) -> set[str]:
+        return {i for f in (out / "data").glob(f"{split}-*.parquet") for i in pq.read_table(f)["id"].to_pylist()}
+
+    old_train = ids(tmp_path / "a", "train")
+    assert not (ids(tmp_path / "b", "validation") | ids(tmp_path / "b", "test")) & old_train
+
+
+def test_tiny_dataset_declares_only_the_splits_it_has(tmp_path, card):
+    """29 rows with 1% held out: most held-out splits are empty, and `datasets` cannot load an
+    empty split, so those are neither written nor declared."""
+    out = tmp_path / "out"
+    result = _publish(out, [_many(tmp_path, 29, "tiny")], [], card)
+
+    rows = result.config("default").rows
+    assert sum(rows.values()) == 29 and rows["train"] >= 25
+    declared = {c["config_name"]: [f["split"] for f in c["data_files"]] for c in DatasetCard((out / "README.md").read_text()).data.configs}
+    present = [split for split, n in rows.items() if n]
+    assert declared == {"default": present, "pairs": present, "translation": present}  # no rejects either
+    for config in ("default", "pairs", "translation"):
+        assert {s: len(d) for s, d in _load(out, tmp_path / "cache", config).items()} == {s: rows[s] for s in present}
+    assert "A split with no rows is not declared" in (out / "README.md").read_text()
+
+
+def test_without_kept_rows_only_the_rejects_are_declared(tmp_path, staged, card):
     kept, rejects = staged
     out = tmp_path / "out"
-    result = publish_dataset(out, kept, rejects, STATS, card, rows_per_shard=3)
+    result = _publish(out, kept[1:2], rejects, card)
 
-    assert _files(out) == [
-        "README.md",
-        "data/train-00000-of-00003.parquet",
-        "data/train-00001-of-00003.parquet",
-        "data/train-00002-of-00003.parquet",
-        "rejects/rejects-00000-of-00001.parquet",
-        "stats.json",
-    ]
-    assert (result.kept_rows, result.rejected_rows) == (7, 3)
-    assert result.train_files == [out / f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
-    assert [pq.read_metadata(f).num_rows for f in result.train_files] == [3, 3, 1]
-    ids = [i for f in result.train_files for i in pq.read_table(f, columns=["id"])["id"].to_pylist()]
-    assert ids == [f"{i:016x}" for i in range(7)]
-    assert pq.read_schema(result.reject_files[0]).equals(REJECT_SCHEMA)
+    assert (result.kept_rows, result.rejected_rows) == (0, 3)
+    assert not (out / "data").exists() and not (out / "pairs").exists()
+    data = DatasetCard((out / "README.md").read_text()).data
+    assert [c["config_name"] for c in data.configs] == ["rejects"]
+    assert len(_load(out, tmp_path / "cache", "rejects")["train"]) == 3
 
 
-def test_load_dataset_reads_kept_and_rejects_configs(tmp_path, staged, card):
-    out = tmp_path / "out"
-    publish_dataset(out, *staged, STATS, card, rows_per_shard=3)
-
-    pairs = _load(out, tmp_path / "cache")
-    assert list(pairs) == ["train"]
-    assert pairs["train"].column_names == BACKTRANSLATION_SCHEMA.names
-    assert pairs["train"]["id"] == [f"{i:016x}" for i in range(7)]
-    assert set(pairs["train"]["synthetic_side"]) == {"translation"}
-
-    rejects = _load(out, tmp_path / "cache", "rejects")
-    assert rejects["train"].column_names == REJECT_SCHEMA.names
-    assert rejects["train"]["reject_reason"] == ["copy"] * 3
+def test_pairs_view_leaves_out_rows_missing_a_side(tmp_path, card):
+    part = _stage(tmp_path / "p.parquet", [_row(0), _row(1, translation=None), _row(2, translation="  ")], BACKTRANSLATION_SCHEMA)
+    result = _publish(tmp_path / "out", [part], [], card, splits="train")
+    assert result.config("default").rows == {"train": 3}
+    assert result.config("pairs").rows == {"train": 1}
+    assert result.config("translation").rows == {"train": 1}
 
 
-def test_stats_json(tmp_path, staged, card):
-    out = tmp_path / "out"
-    publish_dataset(out, *staged, STATS, card, rows_per_shard=3)
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("train=0.9,validation=0.05", "train takes the rest"),
+        ("validation=0.6,test=0.5", "train would get nothing"),
+        ("validation=10,test=0.1", "not both"),
+        ("validation", "needs a size"),
+        ("validation=abc", "not a fraction"),
+        ("Validation=0.1", "lowercase"),
+        ("test=0.1,test=0.2", "given twice"),
+        ("validation=0", "at least 1"),
+        ("validation=1.5", "between 0 and 1"),
+    ],
+)
+def test_bad_split_specs_say_what_is_wrong(spec, message):
+    with pytest.raises(SplitSpecError, match=message):
+        Splits.parse(spec)
+
+
+def test_split_specs_parse_and_print():
+    assert str(Splits.parse("train=0.98,validation=0.01,test=0.01")) == "validation=0.01,test=0.01"
+    assert str(Splits.parse("validation=500, test=500")) == "validation=500,test=500"
+    assert Splits.parse("train").names == ["train"]
+    assert Splits.parse("test=0.1,validation=0.1").names == ["train", "test", "validation"]
+
+
+def test_stats_json(published):
+    out, _ = published
 
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     assert stats["funnel"] == STATS["funnel"]
     assert stats["rows"] == {"kept": 7, "rejected": 3}
-    assert stats["files"] == [
-        "data/train-00000-of-00003.parquet",
-        "data/train-00001-of-00003.parquet",
-        "data/train-00002-of-00003.parquet",
-        "rejects/rejects-00000-of-00001.parquet",
-    ]
+    assert stats["splits"]["rows"] == {
+        "default": {"train": 7}, "pairs": {"train": 7}, "translation": {"train": 7}, "rejects": {"train": 3},
+    }
+    assert stats["files"][:3] == [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert stats["files"][-1] == "rejects/train-00000-of-00001.parquet"
 
 
-def test_card_metadata_and_body(tmp_path, staged, card):
-    out = tmp_path / "out"
-    publish_dataset(out, *staged, STATS, card, rows_per_shard=3)
+def test_card_metadata_and_body(published):
+    out, _ = published
+    card = _card()
     text = (out / "README.md").read_text(encoding="utf-8")
 
     data = DatasetCard(text).data
+    assert DatasetCardData(**data.to_dict()).to_dict() == data.to_dict()  # round-trips
     assert data.language == ["zu", "en"]
     assert data.license == "cc-by-4.0"
     assert data.size_categories == ["n<1K"]
     assert data.task_categories == ["translation", "sentence-similarity"]
-    assert data.tags == ["synthetic", "back-translation", "low-resource"]
+    assert data.tags == ["synthetic", "back-translation"]
     assert data.pretty_name
     assert data.configs == [
-        {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]},
-        {"config_name": "rejects", "data_files": [{"split": "train", "path": "rejects/*.parquet"}]},
+        {"config_name": name, "data_files": [{"split": "train", "path": f"{folder}/train-*.parquet"}]}
+        for name, folder in (("default", "data"), ("pairs", "pairs"), ("translation", "translation"), ("rejects", "rejects"))
     ]
 
-    assert "authentic Zulu sentence" in text and "`synthetic_side`" in text
+    assert card.summary in text and card.training in text
+    assert "| `pairs` | anchor: English, positive: Zulu | 7 |" in text
     assert "| heuristics | 29 | 27 | copy: 1, length_ratio: 1 |" in text
     assert "| read | 30 | 30 | - |" in text
-    assert "Zulu (`zu`): **unverified**" in text
+    assert "Zulu (`zu`): **unverified**" in text and "language in `text` was not checked" in text
     assert "English (`en`): `py3langid`" in text
-    assert "| `min_consistency` | off |" in text
+    assert "| `max_rank` | off |" in text
     assert "prompt tokens: 1,234" in text and "completion tokens: 2,345" in text
     assert "`bt-v1`" in text and "intfloat/multilingual-e5-small" in text
     assert card.command in text
-    assert 'load_dataset("' in text
+    assert 'pairs = load_dataset("path/to/this/folder", "pairs")' in text
+    for link in ("plots/funnel.png", "plots/scores.png"):
+        assert f"]({link})" in text
+        with Image.open(out / link) as image:
+            assert image.format == "PNG" and image.width > 500
 
 
-def test_card_tolerates_missing_stats(card):
-    text = render_card(card, {}, 0, 0, ["data/train-00000-of-00001.parquet"], [])
-    assert DatasetCard(text).data.size_categories == ["n<1K"]
-    assert "Filtering funnel" not in text
+def test_same_data_publishes_the_same_bytes(published, tmp_path, staged, card):
+    """What makes a second push of unchanged data a no-op: no timestamps anywhere."""
+    first, second = published[0], tmp_path / "again"
+    _publish(second, *staged, card, splits="train", rows_per_shard=3)
+    assert _files(first) == _files(second)
+    assert all((first / name).read_bytes() == (second / name).read_bytes() for name in _files(first))
+
+
+def test_card_names_the_hub_repo_when_pushed(published, card):
+    card.repo_id = "org/zu-en"
+    text = render_card(card, STATS, published[1].configs)
+    assert 'pairs = load_dataset("org/zu-en", "pairs")' in text
+    assert 'data = load_dataset("org/zu-en")' in text
 
 
 @pytest.mark.parametrize(
@@ -190,47 +347,35 @@ def test_hub_language_codes_prefer_639_1():
     assert [hub_language_code(c) for c in ("zul", "zu", "eng", "haw")] == ["zu", "zu", "en", "haw"]
 
 
-def test_republish_with_fewer_rows_removes_stale_shards(tmp_path, staged, card):
+def test_republish_with_fewer_rows_removes_stale_files(tmp_path, staged, card):
     kept, rejects = staged
     out = tmp_path / "out"
-    publish_dataset(out, kept, rejects, STATS, card, rows_per_shard=3)
-    publish_dataset(out, kept[:1], rejects[1:], STATS, card, rows_per_shard=3)
+    _publish(out, kept, rejects, card, splits="train", rows_per_shard=3)
+    (out / "rejects" / "rejects-00000-of-00001.parquet").write_bytes(b"")  # the layout before splits
+    _publish(out, kept[:1], [], card, splits="train", rows_per_shard=3)
 
     assert _files(out) == [
         "README.md",
         "data/train-00000-of-00001.parquet",
-        "rejects/rejects-00000-of-00001.parquet",
+        "pairs/train-00000-of-00001.parquet",
+        "plots/funnel.png",
+        "plots/scores.png",
         "stats.json",
+        "translation/train-00000-of-00001.parquet",
     ]
     assert _load(out, tmp_path / "cache")["train"]["id"] == [f"{i:016x}" for i in range(3)]
-    assert json.loads((out / "stats.json").read_text())["rows"] == {"kept": 3, "rejected": 1}
-
-
-def test_publish_without_rows_still_writes_the_schema(tmp_path, staged, card):
-    kept, _ = staged
-    out = tmp_path / "out"
-    result = publish_dataset(out, kept[1:2], [], STATS, card)
-
-    assert (result.kept_rows, result.rejected_rows) == (0, 0)
-    assert _files(out) == [
-        "README.md",
-        "data/train-00000-of-00001.parquet",
-        "rejects/rejects-00000-of-00001.parquet",
-        "stats.json",
-    ]
-    assert pq.read_schema(result.train_files[0]).equals(BACKTRANSLATION_SCHEMA)
-    assert pq.read_schema(result.reject_files[0]).equals(REJECT_SCHEMA)
+    assert json.loads((out / "stats.json").read_text())["rows"] == {"kept": 3, "rejected": 0}
 
 
 def test_failed_publish_leaves_the_previous_one_intact(tmp_path, staged, card):
     kept, rejects = staged
     out = tmp_path / "out"
-    publish_dataset(out, kept, rejects, STATS, card, rows_per_shard=3)
+    _publish(out, kept, rejects, card, rows_per_shard=3)
     before = {name: (out / name).read_bytes() for name in _files(out)}
 
-    # The first part fills a temp shard before the missing one fails the publish.
+    # The first part fills temp shards before the missing one fails the publish.
     with pytest.raises(FileNotFoundError):
-        publish_dataset(out, [kept[0], tmp_path / "missing.parquet"], rejects, STATS, card)
+        _publish(out, [kept[0], tmp_path / "missing.parquet"], rejects, card)
 
     assert {name: (out / name).read_bytes() for name in _files(out)} == before
 

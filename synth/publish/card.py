@@ -1,16 +1,15 @@
-"""The dataset card (README.md): Hub YAML metadata plus a body that says how the data was made."""
+"""The dataset card (README.md): Hub YAML metadata plus a body that says how the data was made.
+
+The task describes itself through `CardInfo` (summary, columns, categories, which scores it
+plots); this module lays the card out the same way for every task.
+"""
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
 
 from huggingface_hub import DatasetCardData
 
 from synth.languages import UnknownLanguageError, language_name, normalize_language
-
-TRAIN_GLOB = "data/train-*.parquet"
-REJECTS_GLOB = "rejects/*.parquet"
 
 # The Hub's size_categories buckets, as (exclusive upper bound, label).
 _SIZE_BUCKETS = [
@@ -26,38 +25,50 @@ _SIZE_BUCKETS = [
     (10**12, "100B<n<1T"),
 ]
 
-_COLUMNS = [
-    ("id", "sha256 of the normalised `text`, 16 hex digits"),
-    ("text", "the authentic sentence in `lang` (human-written; the target side)"),
-    ("translation", "the synthetic translation into `pivot_lang`, written by `model`"),
-    ("lang / pivot_lang", "language codes of `text` and `translation`"),
-    ("synthetic_side", "which column is machine-written: always `translation`"),
-    ("source / line", "the corpus file `text` came from and its 1-based line or row there"),
-    ("consistency", "cosine similarity of the two sides' embeddings"),
-    ("margin", "ratio margin of that similarity within the batch"),
-    ("partner_rank", "the worse of the two retrieval ranks of the pair (1 = best)"),
-    ("lid_lang / lid_score / lid_detector / lid_status", "language ID of `translation`"),
-    ("text_lid_*", "the same for `text`"),
-    ("model / prompt_version / generation_params", "how `translation` was generated"),
-    ("prompt_tokens / completion_tokens", "tokens of that generation request"),
-    ("raw_answer", "the model's answer before parsing"),
-]
-
 
 @dataclass
 class CardInfo:
-    lang: str
-    pivot_lang: str
+    lang: str                                # language of the authentic side
+    pivot_lang: str                          # language of the synthetic side (the translation; the queries)
     model: str
     generation_params: dict
     prompt_versions: dict[str, str]
     embedder: str
-    lid_detectors: dict[str, str | None]  # lang -> chosen detector, or None: not verified
+    lid_detectors: dict[str, str | None]     # lang -> chosen detector, or None: not verified
     thresholds: dict[str, float | int | None]
     license: str = "cc-by-4.0"
     pretty_name: str | None = None
     command: str | None = None
     source_files: list[str] = field(default_factory=list)
+    # What the task says about itself.
+    task: str = "backtranslate"
+    summary: str = ""                        # markdown: what a row is and which side is synthetic
+    columns: list[tuple[str, str]] = field(default_factory=list)  # (column(s), meaning) of the default config
+    task_categories: list[str] = field(default_factory=list)      # Hub task categories
+    tags: list[str] = field(default_factory=lambda: ["synthetic"])
+    lid_columns: dict[str, str] = field(default_factory=dict)     # lang -> the column checked against it
+    score_columns: dict[str, str | None] = field(default_factory=dict)  # plotted score -> its threshold in `thresholds`
+    training: str = ""                       # markdown: how the `pairs` config is meant to be trained on
+    repo_id: str | None = None               # the Hub repo the folder is pushed to (for the loading examples)
+
+
+@dataclass
+class PublishedConfig:
+    """One config of the published folder: `folder/{split}-0000i-of-0000n.parquet` per split."""
+
+    name: str
+    folder: str
+    description: str
+    rows: dict[str, int]                     # every split, empty ones too
+    files: dict[str, list[str]]              # non-empty splits only, paths relative to the dataset folder
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    def data_files(self) -> list[dict]:
+        """The card's `data_files`: only splits with rows (`datasets` cannot load an empty split)."""
+        return [{"split": split, "path": f"{self.folder}/{split}-*.parquet"} for split in self.files]
 
 
 def size_category(rows: int) -> str:
@@ -78,82 +89,119 @@ def hub_language_code(code: str) -> str:
 def render_card(
     info: CardInfo,
     stats: dict,
-    kept_rows: int,
-    rejected_rows: int,
-    train_files: Sequence[str | PurePath],
-    reject_files: Sequence[str | PurePath],
+    configs: list[PublishedConfig],
+    plots: dict[str, str] | None = None,
+    split_rule: str = "",
 ) -> str:
-    """The README.md text. `train_files` / `reject_files` are names relative to the dataset dir."""
-    name, pivot = language_name(info.lang), language_name(info.pivot_lang)
-    pretty_name = info.pretty_name or f"{name}-{pivot} back-translation pairs (synthetic {pivot} side)"
+    """The README.md text. `configs[0]` is the default config (the kept rows); `plots` maps a
+    plot's kind ("funnel", "scores") to its path relative to the dataset folder; `split_rule`
+    says how records were split."""
+    plots = plots or {}
+    name, other = language_name(info.lang), language_name(info.pivot_lang)
+    pretty_name = info.pretty_name or f"{name} synthetic {info.task} data ({other} side synthetic)"
+    declared = [config for config in configs if config.files]
     sections = [
-        _front_matter(info, pretty_name, kept_rows),
+        _front_matter(info, pretty_name, configs[0].total_rows, declared),
         f"# {pretty_name}",
-        _summary(info, name, pivot, kept_rows, rejected_rows),
-        _files_section(train_files, reject_files),
-        _columns_section(),
-        _funnel_section(stats.get("funnel") or {}),
-        _thresholds_section(info.thresholds),
+        info.summary,
+        _counts(configs),
+        _configs_section(configs, split_rule),
+        _training_section(info, configs),
+        _columns_section(info),
+        _funnel_section(stats.get("funnel") or {}, plots.get("funnel")),
+        _thresholds_section(info.thresholds, plots.get("scores")),
         _lid_section(info, stats.get("lid") or {}),
         _models_section(info, stats.get("generation") or {}),
         _prompts_section(info.prompt_versions),
-        _run_section(info, stats.get("read") or {}, stats.get("run") or {}),
-        _loading_section(),
+        _made_section(info, stats.get("read") or {}),
+        _files_section(configs, plots),
+        _loading_section(info, declared),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
-def _front_matter(info: CardInfo, pretty_name: str, kept_rows: int) -> str:
+def _front_matter(info: CardInfo, pretty_name: str, kept_rows: int, declared: list[PublishedConfig]) -> str:
     languages = list(dict.fromkeys(hub_language_code(c) for c in (info.lang, info.pivot_lang)))
     data = DatasetCardData(
         language=languages,
         license=info.license,
         pretty_name=pretty_name,
         size_categories=[size_category(kept_rows)],
-        task_categories=["translation", "sentence-similarity"],
-        tags=["synthetic", "back-translation", "low-resource"],
-        # Only the kept pairs form the default config; rejects are opt-in via load_dataset(.., "rejects").
-        configs=[
-            {"config_name": "default", "data_files": [{"split": "train", "path": TRAIN_GLOB}]},
-            {"config_name": "rejects", "data_files": [{"split": "train", "path": REJECTS_GLOB}]},
-        ],
+        task_categories=info.task_categories or None,
+        tags=info.tags,
+        configs=[{"config_name": c.name, "data_files": c.data_files()} for c in declared],
     )
     return f"---\n{data.to_yaml()}\n---"
 
 
-def _summary(info: CardInfo, name: str, pivot: str, kept_rows: int, rejected_rows: int) -> str:
-    return (
-        f"Sentence pairs for training translation into **{name}** (`{info.lang}`), made by "
-        f"back-translation: each `text` is an authentic {name} sentence and the target side; "
-        f"each `translation` is a **synthetic** {pivot} (`{info.pivot_lang}`) translation of it, "
-        f"written by `{info.model}`. The `synthetic_side` column says which side is "
-        f"machine-written (always `translation`), so that the two are never mistaken for one "
-        f"another when the data is mixed with human translations.\n\n"
-        f"- kept pairs: {kept_rows:,} (default config)\n"
-        f"- rejected pairs: {rejected_rows:,} (config `rejects`, with `reject_stage` and "
-        f"`reject_reason`)"
+def _counts(configs: list[PublishedConfig]) -> str:
+    default, rejects = configs[0], _named(configs, "rejects")
+    lines = [f"- kept rows: {default.total_rows:,} (config `{default.name}`)"]
+    if rejects is not None:
+        lines.append(
+            f"- rejected rows: {rejects.total_rows:,} (config `rejects`, with `reject_stage` and `reject_reason`)"
+        )
+    return "\n".join(lines)
+
+
+def _configs_section(configs: list[PublishedConfig], split_rule: str) -> str:
+    splits = list(dict.fromkeys(split for c in configs for split in c.rows))
+    header = "| config | holds | " + " | ".join(splits) + " |\n|---|---|" + "---:|" * len(splits)
+    rows = [
+        f"| `{c.name}` | {_cell(c.description)} | "
+        + " | ".join(f"{c.rows[s]:,}" if s in c.rows else "" for s in splits)
+        + " |"
+        for c in configs
+    ]
+    notes = [
+        "A split with no rows is not declared in the metadata above and has no files: `datasets` "
+        "cannot load an empty split (`load_dataset` would fail), so with few records a small "
+        "held-out fraction can be absent."
+    ]
+    if any(not c.files for c in configs):
+        empty = ", ".join(f"`{c.name}`" for c in configs if not c.files)
+        notes.append(f"Configs without any row (not declared, no files): {empty}.")
+    if split_rule:
+        notes.insert(0, split_rule)
+    return "## Configs and splits\n\n" + header + "\n" + "\n".join(rows) + "\n\n" + "\n\n".join(notes)
+
+
+def _training_section(info: CardInfo, configs: list[PublishedConfig]) -> str:
+    pairs = _named(configs, "pairs")
+    if pairs is None or not pairs.files:
+        return ""
+    source = info.repo_id or "path/to/this/folder"
+    code = (
+        "```python\nfrom datasets import load_dataset\n"
+        "from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer\n"
+        "from sentence_transformers.losses import MultipleNegativesRankingLoss\n\n"
+        f'pairs = load_dataset("{source}", "pairs")\n'
+        'model = SentenceTransformer("sentence-transformers/LaBSE")\n'
+        "trainer = SentenceTransformerTrainer(\n"
+        '    model=model, train_dataset=pairs["train"], loss=MultipleNegativesRankingLoss(model)\n'
+        ")\ntrainer.train()\n```"
     )
+    return "## Training\n\n" + (info.training + "\n\n" if info.training else "") + code
 
 
-def _files_section(train_files: Sequence, reject_files: Sequence) -> str:
-    listed = [f"- `{PurePath(f).as_posix()}`" for f in [*train_files, *reject_files]]
-    return "## Files\n\n" + "\n".join(listed) + "\n- `stats.json`: the run's statistics"
-
-
-def _columns_section() -> str:
-    rows = [f"| `{name}` | {text} |" for name, text in _COLUMNS]
+def _columns_section(info: CardInfo) -> str:
+    if not info.columns:
+        return ""
+    rows = [f"| `{name}` | {_cell(text)} |" for name, text in info.columns]
     return (
-        "## Columns\n\n| column | meaning |\n|---|---|\n"
+        "## Columns\n\nThe default config:\n\n| column | meaning |\n|---|---|\n"
         + "\n".join(rows)
         + "\n\nThe `rejects` config has the same columns plus `reject_stage` (the filter that "
-        "dropped the pair) and `reject_reason`."
+        "dropped the row) and `reject_reason`."
     )
 
 
-def _funnel_section(funnel: dict) -> str:
+def _funnel_section(funnel: dict, plot: str | None) -> str:
     if not funnel:
         return ""
     parts = ["## Filtering funnel"]
+    if plot:
+        parts.append(f"![Rows in and out of each step, per language]({plot})")
     for lang, steps in funnel.items():
         rows = [
             f"| {_cell(s.get('step', ''))} | {s.get('in', '')} | {s.get('out', '')} "
@@ -171,24 +219,29 @@ def _dropped(reasons: dict) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in reasons.items()) or "-"
 
 
-def _thresholds_section(thresholds: dict) -> str:
+def _thresholds_section(thresholds: dict, plot: str | None) -> str:
     if not thresholds:
         return ""
-    rows = [
-        f"| `{name}` | {'off' if value is None else value} |" for name, value in thresholds.items()
-    ]
-    return "## Thresholds\n\n| threshold | value |\n|---|---|\n" + "\n".join(rows)
+    rows = [f"| `{name}` | {'off' if value is None else value} |" for name, value in thresholds.items()]
+    text = "## Thresholds\n\n| threshold | value |\n|---|---|\n" + "\n".join(rows)
+    if plot:
+        text += (
+            "\n\nScores of the kept and the rejected rows (rows dropped before the embedding step "
+            f"have no score), thresholds as dashed lines:\n\n![Score histograms]({plot})"
+        )
+    return text
 
 
 def _lid_section(info: CardInfo, lid_stats: dict) -> str:
-    columns = {info.lang: "text", info.pivot_lang: "translation"}
+    if not info.lid_detectors:
+        return "## Language identification\n\nOff (`--lid-detectors none`): no row's language was checked."
     lines = []
     for lang, detector in info.lid_detectors.items():
         label = f"{language_name(lang)} (`{lang}`)"
         if detector:
             lines.append(f"- {label}: `{detector}`")
         else:
-            column = f" in `{columns[lang]}`" if lang in columns else ""
+            column = f" in `{info.lid_columns[lang]}`" if lang in info.lid_columns else ""
             lines.append(
                 f"- {label}: **unverified**. No available language-ID detector covers "
                 f"{language_name(lang)}, so its language{column} was not checked."
@@ -214,6 +267,7 @@ def _models_section(info: CardInfo, generation: dict) -> str:
         "failed": "failed requests",
         "prompt_tokens": "prompt tokens",
         "completion_tokens": "completion tokens",
+        "cost_usd": "generation cost in USD (at --price-input/--price-output per million tokens)",
     }
     lines += [f"- {label}: {generation[key]:,}" for key, label in labels.items() if key in generation]
     return "## Models\n\n" + "\n".join(lines)
@@ -226,27 +280,42 @@ def _prompts_section(prompt_versions: dict[str, str]) -> str:
     return "## Prompt versions\n\n| prompt | version |\n|---|---|\n" + "\n".join(rows)
 
 
-def _run_section(info: CardInfo, read: dict, run: dict) -> str:
+def _made_section(info: CardInfo, read: dict) -> str:
+    # Nothing that changes from run to run (times, this run's requests: see .synth/runs/): the same
+    # data gives the same card, so pushing it again is a no-op.
     lines = []
     if info.source_files:
         lines.append("Source files:\n\n" + "\n".join(f"- `{f}`" for f in info.source_files))
     reading = ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in read.items() if isinstance(v, int))
     if reading:
         lines.append(f"Reading: {reading}.")
-    if run.get("started") and run.get("finished"):
-        took = f" ({run['seconds']:.1f} s)" if isinstance(run.get("seconds"), int | float) else ""
-        lines.append(f"Run: {run['started']} to {run['finished']}{took}.")
     if info.command:
         lines.append(f"Made with:\n\n```bash\n{info.command}\n```")
     return "## How it was made\n\n" + "\n\n".join(lines) if lines else ""
 
 
-def _loading_section() -> str:
-    return (
-        "## Loading\n\n```python\nfrom datasets import load_dataset\n\n"
-        'pairs = load_dataset("path/to/this/folder")  # or the Hub repo id\n'
-        'rejects = load_dataset("path/to/this/folder", "rejects")\n```'
-    )
+def _files_section(configs: list[PublishedConfig], plots: dict[str, str]) -> str:
+    lines = []
+    for config in configs:
+        for split, files in config.files.items():
+            shards = f"{len(files)} shard" + ("s" if len(files) != 1 else "")
+            lines.append(f"- `{config.folder}/{split}-*.parquet`: config `{config.name}`, split `{split}` ({shards})")
+    lines += [f"- `{path}`: plot" for path in plots.values()]
+    lines.append("- `stats.json`: the funnel, reading and generation counters, rows per config and split")
+    return "## Files\n\n" + "\n".join(lines)
+
+
+def _loading_section(info: CardInfo, declared: list[PublishedConfig]) -> str:
+    source = info.repo_id or "path/to/this/folder"
+    lines = [
+        f'data = load_dataset("{source}")' if c.name == "default" else f'{c.name} = load_dataset("{source}", "{c.name}")'
+        for c in declared
+    ]
+    return "## Loading\n\n```python\nfrom datasets import load_dataset\n\n" + "\n".join(lines) + "\n```"
+
+
+def _named(configs: list[PublishedConfig], name: str) -> PublishedConfig | None:
+    return next((c for c in configs if c.name == name), None)
 
 
 def _cell(text: str) -> str:

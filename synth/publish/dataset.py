@@ -1,16 +1,23 @@
 """Publish staged Parquet parts as a dataset folder that `datasets.load_dataset` and the Hub read:
 
-    out_dir/data/train-00000-of-0000N.parquet      kept pairs (the default config)
-    out_dir/rejects/rejects-00000-of-0000N.parquet rejected pairs (config "rejects")
+    out_dir/data/{split}-0000i-of-0000n.parquet     kept rows with provenance (config "default")
+    out_dir/{view}/{split}-0000i-of-0000n.parquet   each view of the kept rows (e.g. "pairs")
+    out_dir/rejects/train-0000i-of-0000n.parquet    rejected rows (config "rejects")
+    out_dir/plots/*.png                             funnel and score histograms
     out_dir/stats.json
-    out_dir/README.md                              the dataset card
+    out_dir/README.md                               the dataset card
+
+Every kept config splits its records the same way (by a hash of `split_key`); a split with no rows
+gets no file and is not declared in the card.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.publish.atomic import (
@@ -20,17 +27,34 @@ from synth.publish.atomic import (
     hidden_temp_path,
     replace_durably,
 )
-from synth.publish.card import CardInfo, render_card
-from synth.schema import BACKTRANSLATION_SCHEMA, REJECT_SCHEMA
+from synth.publish.card import CardInfo, PublishedConfig, render_card
+from synth.publish.hub import HubPush
+from synth.publish.views import DEFAULT_SPLITS, TRAIN, Splits, View, positions
+
+DEFAULT_FOLDER = "data"
+REJECTS = "rejects"
+_SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].parquet"
 
 
 @dataclass
 class PublishResult:
     out_dir: Path
-    train_files: list[Path]
-    reject_files: list[Path]
-    kept_rows: int
-    rejected_rows: int
+    configs: list[PublishedConfig]   # default first, then the views, then rejects
+    hub: HubPush | None = None       # set once the folder is pushed
+
+    def config(self, name: str) -> PublishedConfig:
+        return next(c for c in self.configs if c.name == name)
+
+    @property
+    def kept_rows(self) -> int:
+        return self.configs[0].total_rows
+
+    @property
+    def rejected_rows(self) -> int:
+        return self.config(REJECTS).total_rows
+
+    def files(self, config: str = "default", split: str = TRAIN) -> list[Path]:
+        return [self.out_dir / f for f in self.config(config).files.get(split, [])]
 
 
 def publish_dataset(
@@ -39,9 +63,16 @@ def publish_dataset(
     reject_parts: Sequence[Path],
     stats: dict,
     card: CardInfo,
+    *,
+    kept_schema: pa.Schema,
+    reject_schema: pa.Schema,
+    views: Sequence[View] = (),
+    splits: Splits | str = DEFAULT_SPLITS,
+    split_key: str = "id",
     rows_per_shard: int = 100_000,
 ) -> PublishResult:
-    """Shard the parts (in order) into out_dir, then write stats.json and README.md.
+    """Shard the parts (in order) into out_dir's configs and splits, then write the plots,
+    stats.json and README.md.
 
     Every file appears complete under its final name or not at all; shards of an earlier
     publish that this one does not reuse are removed once the new files are in place.
@@ -49,36 +80,116 @@ def publish_dataset(
     if rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be at least 1, got {rows_per_shard}")
     out_dir = Path(out_dir)
-    kept = _ShardWriter(out_dir / "data", "train", BACKTRANSLATION_SCHEMA, rows_per_shard)
-    rejects = _ShardWriter(out_dir / "rejects", "rejects", REJECT_SCHEMA, rows_per_shard)
+    splits = Splits.parse(splits) if isinstance(splits, str) else splits
+    default = View("default", kept_schema, lambda table: table, "every kept row with its provenance and scores")
+    kept_configs = [(default, DEFAULT_FOLDER), *((view, view.name) for view in views)]
+    writers = {
+        (view.name, split): _ShardWriter(out_dir / folder, split, view.schema, rows_per_shard)
+        for view, folder in kept_configs
+        for split in splits.names
+    }
+    rejects = _ShardWriter(out_dir / REJECTS, TRAIN, reject_schema, rows_per_shard)
+    everything = [*writers.values(), rejects]
     try:
-        kept.write_parts(kept_parts)
-        rejects.write_parts(reject_parts)
+        cuts = splits.cut_points(_all_positions(kept_parts, split_key) if splits.needs_all_keys else None)
+        for part in kept_parts:
+            table = _read_part(Path(part), kept_schema)
+            assigned = np.array(splits.assign(table[split_key], cuts))
+            for split in splits.names:
+                rows = table.filter(pa.array(assigned == split)) if table.num_rows else table
+                for view, _ in kept_configs:
+                    writers[view.name, split].append(view.rows(rows))
+        for part in reject_parts:
+            rejects.append(_read_part(Path(part), reject_schema))
+        for writer in everything:
+            writer.close()
         # Renamed only once every shard is complete, so a failure above leaves the old publish whole.
-        train_files = kept.commit()
-        reject_files = rejects.commit()
+        committed = {writer: writer.commit() for writer in everything}
     except BaseException:
-        kept.discard()
-        rejects.discard()
+        for writer in everything:
+            writer.discard()
         raise
 
-    train_names = [f.relative_to(out_dir).as_posix() for f in train_files]
-    reject_names = [f.relative_to(out_dir).as_posix() for f in reject_files]
-    rows = {"kept": kept.rows, "rejected": rejects.rows}
-    atomic_write_json(out_dir / "stats.json", {**stats, "rows": rows, "files": train_names + reject_names})
-    atomic_write_text(
-        out_dir / "README.md",
-        render_card(card, stats, kept.rows, rejects.rows, train_names, reject_names),
+    def published(name: str, folder: str, description: str, split_writers: dict[str, "_ShardWriter"]) -> PublishedConfig:
+        return PublishedConfig(
+            name=name, folder=folder, description=description,
+            rows={split: writer.rows for split, writer in split_writers.items()},
+            files={
+                split: [f.relative_to(out_dir).as_posix() for f in committed[writer]]
+                for split, writer in split_writers.items() if committed[writer]
+            },
+        )
+
+    configs = [
+        published(view.name, folder, view.description, {split: writers[view.name, split] for split in splits.names})
+        for view, folder in kept_configs
+    ]
+    configs.append(published(REJECTS, REJECTS, "every dropped row, with the step and the reason", {TRAIN: rejects}))
+
+    from synth.publish.plots import write_plots  # matplotlib costs ~1 s to import: only when publishing
+
+    plots = write_plots(out_dir, stats.get("funnel") or {}, _scores(configs, out_dir, card.score_columns), card.thresholds, card.score_columns)
+    files = [f for config in configs for names in config.files.values() for f in names]
+    atomic_write_json(out_dir / "stats.json", {
+        **stats,
+        "rows": {"kept": configs[0].total_rows, "rejected": configs[-1].total_rows},
+        "splits": {"rule": str(splits), "key": split_key, "rows": {c.name: c.rows for c in configs}},
+        "files": files,
+    })
+    atomic_write_text(out_dir / "README.md", render_card(card, stats, configs, plots, _split_rule(splits, split_key)))
+    _remove_stale(out_dir, [DEFAULT_FOLDER, *(view.name for view in views), REJECTS], keep={out_dir / f for f in files})
+    return PublishResult(out_dir, configs)
+
+
+def _split_rule(splits: Splits, key: str) -> str:
+    if not splits.held_out:
+        return "Every record is in `train`."
+    sizes = ", ".join(f"`{name}` {size:g}" if isinstance(size, float) else f"`{name}` {size:,} records" for name, size in splits.held_out)
+    rule = (
+        f"Records are split by the first 8 bytes of sha256(`{key}`) ({sizes}, `train` the rest), the same "
+        f"way in every config: a record lands in the same split on every rerun"
     )
-    kept.remove_stale(keep=train_files)
-    rejects.remove_stale(keep=reject_files)
-    return PublishResult(out_dir, train_files, reject_files, kept.rows, rejects.rows)
+    if splits.needs_all_keys:
+        return rule + "; as the corpus grows a record can only move towards `train`, never out of it."
+    return rule + " and as the corpus grows."
+
+
+def _all_positions(parts: Sequence[Path], key: str) -> np.ndarray:
+    found = [positions(pq.read_table(part, columns=[key])[key]) for part in parts]
+    return np.concatenate(found) if found else np.array([], dtype=np.uint64)
+
+
+def _scores(configs: list[PublishedConfig], out_dir: Path, columns: dict) -> dict[str, dict[str, list[float]]]:
+    """score column -> {"kept": values, "rejected": values}, nulls left out."""
+    if not columns:
+        return {}
+    found: dict[str, dict[str, list[float]]] = {column: {"kept": [], "rejected": []} for column in columns}
+    for config, side in ((configs[0], "kept"), (configs[-1], "rejected")):
+        for names in config.files.values():
+            for name in names:
+                table = pq.read_table(out_dir / name, columns=list(columns))
+                for column in columns:
+                    found[column][side].extend(pc.drop_null(table[column]).to_pylist())
+    return found
+
+
+def _remove_stale(out_dir: Path, folders: list[str], keep: set[Path]) -> None:
+    for folder in folders:
+        directory = out_dir / folder
+        for path in directory.glob(_SHARD_GLOB):
+            if path not in keep:
+                path.unlink()
+        # Temp shards of an earlier publish that was killed before it could clean up after itself.
+        for path in directory.glob(f".*{TEMP_SUFFIX}"):
+            path.unlink(missing_ok=True)
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
 
 
 class _ShardWriter:
-    """Streams parts into hidden temp shards of at most `rows_per_shard` rows; `commit` names them.
+    """Streams tables into hidden temp shards of at most `rows_per_shard` rows; `commit` names them.
 
-    Only one part is in memory at a time.
+    No rows, no shard: `datasets` cannot load an empty split.
     """
 
     def __init__(self, directory: Path, prefix: str, schema: pa.Schema, rows_per_shard: int):
@@ -91,35 +202,7 @@ class _ShardWriter:
         self._writer: pq.ParquetWriter | None = None
         self._room = 0  # rows the open shard can still take
 
-    def write_parts(self, parts: Sequence[Path]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for part in parts:
-            self._append(_read_part(Path(part), self.schema))
-        if not self._temps:  # no rows at all: still one shard, so the schema is published
-            self._open_next_shard()
-        self._close_writer()
-
-    def commit(self) -> list[Path]:
-        count = len(self._temps)
-        finals = [self.directory / f"{self.prefix}-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
-        for temp, final in zip(self._temps, finals):
-            replace_durably(temp, final)
-        return finals
-
-    def discard(self) -> None:
-        self._close_writer()
-        for temp in self._temps:
-            temp.unlink(missing_ok=True)
-
-    def remove_stale(self, keep: list[Path]) -> None:
-        for path in self.directory.glob(f"{self.prefix}-*-of-*.parquet"):
-            if path not in keep:
-                path.unlink()
-        # Temp shards of an earlier publish that was killed before it could clean up after itself.
-        for path in self.directory.glob(f".{self.prefix}-*{TEMP_SUFFIX}"):
-            path.unlink(missing_ok=True)
-
-    def _append(self, table: pa.Table) -> None:
+    def append(self, table: pa.Table) -> None:
         offset = 0
         while offset < table.num_rows:
             if self._room == 0:
@@ -130,17 +213,30 @@ class _ShardWriter:
             self._room -= take
             self.rows += take
 
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def commit(self) -> list[Path]:
+        count = len(self._temps)
+        finals = [self.directory / f"{self.prefix}-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
+        for temp, final in zip(self._temps, finals):
+            replace_durably(temp, final)
+        return finals
+
+    def discard(self) -> None:
+        self.close()
+        for temp in self._temps:
+            temp.unlink(missing_ok=True)
+
     def _open_next_shard(self) -> None:
-        self._close_writer()
+        self.close()
+        self.directory.mkdir(parents=True, exist_ok=True)
         temp = hidden_temp_path(self.directory / f"{self.prefix}-{len(self._temps):05d}.parquet")
         self._temps.append(temp)  # listed before it exists, so discard() also finds a half-made one
         self._writer = pq.ParquetWriter(temp, self.schema)
         self._room = self.rows_per_shard
-
-    def _close_writer(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
 
 def _read_part(path: Path, schema: pa.Schema) -> pa.Table:

@@ -3,10 +3,12 @@
 Run it as ``python -m synth.testing.openai_server [options]``; it listens on 127.0.0.1 only and,
 once ready, prints one line ``LISTENING http://127.0.0.1:PORT/v1`` to stdout.
 
-Answers come from, in order: an ``--answers`` JSON file of substring matches, the UDHR oracle
-(a prompt that contains a whole UDHR article in any shipped language is answered with the
-English article of the same number, so a translation pipeline gets "perfect" translations),
-and finally ``--default-answer``. Latency, a bounded number of serving slots and faults
+Answers come from, in order: an ``--answers`` JSON file of substring matches, the query oracle
+(a search-query prompt of prompts/queries.toml about a UDHR article is answered with queries made
+of that article's words in the asked language: synth.testing.oracles), the UDHR oracle (a prompt
+that contains a whole UDHR article in any shipped language is answered with the English article
+of the same number, so a translation pipeline gets "perfect" translations), and finally
+``--default-answer``. Latency, a bounded number of serving slots and faults
 (HTTP 500/429, malformed JSON, empty content, hangs; scripted per prompt or drawn at seeded
 random rates) make it behave like a real, imperfect provider. ``GET /stats`` exposes counters
 so tests can assert on what the client actually sent.
@@ -32,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from synth.data import UDHR_DIR
+from synth.testing.oracles import QueryOracle
 
 DEFAULT_MODEL = "udhr-oracle"
 FAULT_KINDS = ("500", "429", "malformed", "empty", "hang")
@@ -98,6 +101,11 @@ class UdhrOracle:
                 self._unanchored.append((text, number))
 
     def answer(self, prompt: str) -> str | None:
+        number = self.find(prompt)
+        return None if number is None else self._english[number]
+
+    def find(self, prompt: str) -> int | None:
+        """The number (0-based) of the UDHR article the prompt holds, in any language."""
         haystack = collapse_whitespace(prompt)
         words = haystack.split(" ")
         # A set: common openings ("Everyone has the right") recur in a prompt and share a bucket.
@@ -109,7 +117,7 @@ class UdhrOracle:
             return None
         # The longest hit, so that a prompt holding an article which contains a shorter article's
         # text is answered for the article it actually holds.
-        return self._english[max(hits, key=lambda hit: len(hit[0]))[1]]
+        return max(hits, key=lambda hit: len(hit[0]))[1]
 
 
 def load_answers(path: Path) -> list[tuple[str, str]]:
@@ -208,6 +216,7 @@ class FakeOpenAI:
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
         self.oracle = UdhrOracle()
+        self.query_oracle = QueryOracle(self.oracle.find)
         self.stats = Stats()
         # Current counts survive a stats reset (requests in progress still finish); peaks restart from them.
         self.in_flight = 0
@@ -219,6 +228,9 @@ class FakeOpenAI:
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/stats", self.get_stats)
         app.router.add_post("/stats/reset", self.reset_stats)
+        from synth.testing.batch_api import BatchApi  # imported here: it imports this module
+
+        BatchApi(self).add_routes(app)
         return app
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
@@ -318,6 +330,9 @@ class FakeOpenAI:
         for match, answer in self.answers:
             if match in prompt:
                 return answer
+        queries = self.query_oracle.answer(prompt)
+        if queries is not None:
+            return queries
         english = self.oracle.answer(prompt)
         return english if english is not None else self.default_answer
 

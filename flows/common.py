@@ -1,0 +1,340 @@
+"""What every synth flow shares, so that a flow file only declares its parameters:
+
+    @flow(name="backtranslate")
+    def backtranslate(corpus: list[str], lang: str, ..., parallel_chunks: int = 2, ...) -> dict:
+        return run_job(BacktranslateJob, BacktranslateConfig, locals())
+
+`run_job` validates every parameter (the job's pydantic config and `RunOptions`) before any work,
+then runs one `process_chunk` task per chunk of records, a bounded number at once. A chunk task is
+retried, and its result is persisted under OUT/.synth/prefect-results and cached on its inputs
+and source: a rerun after a crash (a killed worker) takes finished chunks from the cache, and
+synth's generation cache keeps every request answered before the crash from being sent again.
+Each run leaves artifacts: a progress bar while it generates, the funnel per language and the
+dataset card. Secrets (the API key) come from an environment variable or a Prefect Secret block
+named by a parameter, never from a parameter itself.
+"""
+
+import json
+import os
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
+from typing import get_args
+
+from huggingface_hub.constants import is_offline_mode
+from prefect import get_run_logger, runtime, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.blocks.system import Secret
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+from prefect.futures import PrefectFuture, wait
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from synth.cli import validation_message
+from synth.generate.backends import FatalError
+from synth.job import Chunk, ChunkedJob, ChunkResult
+from synth.read import CorpusError
+
+PROGRESS_SECONDS = 0.5  # the progress artifact is updated at most this often
+# A crashed run's slots return to the global concurrency limit after this long (the lease is renewed while alive).
+LEASE_SECONDS = 60
+
+
+class RunOptions(BaseModel):
+    """Flow parameters that are not job settings: how a run is carried out. Every flow takes them
+    besides its config's fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parallel_chunks: int = Field(2, ge=1, le=64, description="Chunk tasks running at once")
+    concurrency_limit_name: str | None = Field(
+        None, description="A Prefect global concurrency limit bounding the requests in flight to the endpoint, across chunks and runs"
+    )
+    api_key_secret: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the API key (else the variable named by api_key_env)"
+    )
+    hub_token_secret: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the Hugging Face token for push_to_hub (else the variable named by hub_token_env)"
+    )
+    dask_address: str | None = Field(
+        None, description="Run the chunk tasks on this Dask cluster (tcp://scheduler:8786): reading, filtering and embedding spread over its workers, each sending its own requests"
+    )
+    dask_workers: int | None = Field(None, ge=1, le=256, description="Run the chunk tasks on a local Dask cluster of this many worker processes")
+
+    @model_validator(mode="after")
+    def _one_dask(self) -> "RunOptions":
+        if self.dask_address and self.dask_workers:
+            raise ValueError("dask_address and dask_workers exclude each other: a cluster to join, or a local one to start")
+        return self
+
+    def task_runner(self):
+        """The Dask task runner the chunk tasks go to, or None: the flow's own threads."""
+        if not (self.dask_address or self.dask_workers):
+            return None
+        from prefect_dask import DaskTaskRunner
+
+        if self.dask_address:
+            return DaskTaskRunner(address=self.dask_address)
+        # One thread per process: the embedder and detectors run one chunk at a time per worker.
+        return DaskTaskRunner(cluster_kwargs={"n_workers": self.dask_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+
+
+def _no_retry_for_hopeless(task, task_run, state) -> bool:
+    """Retry a chunk after transient trouble (the endpoint down a while), not after an error that
+    would only happen again: bad input, a refused key, an unknown model."""
+    error = state.data
+    return not (isinstance(error, CorpusError) or isinstance(getattr(error, "__cause__", None), FatalError))
+
+
+@task(
+    name="chunk",
+    task_run_name="chunk-{chunk.index}",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=_no_retry_for_hopeless,
+    persist_result=True,
+    # The config and the chunk's records make the key; the job class is implied by the config's
+    # class, and the callbacks belong to this run only.
+    cache_policy=(INPUTS - "job_class" - "on_done" - "generation_slots" - "api_key_secret") + TASK_SOURCE,
+)
+def process_chunk(
+    job_class: type[ChunkedJob],
+    config: BaseModel,
+    chunk: Chunk,
+    on_done: Callable[[int], None] | None = None,
+    generation_slots: Callable[[], AbstractContextManager] = nullcontext,
+    api_key_secret: str | None = None,
+) -> ChunkResult:
+    result = _job_for(job_class, config, api_key_secret).process_chunk(chunk, on_done, generation_slots)
+    generation = result.generation
+    get_run_logger().info(
+        "chunk %d: %d records, %d kept, %d rejected; %d requests sent, %d answers from the cache%s",
+        chunk.index, len(chunk.segments), result.kept, result.rejected, generation["requests"], generation["cache_hits"],
+        " (staged by an earlier run)" if result.reused else "",
+    )
+    return result
+
+
+# One job per config and process: the flow and its chunk tasks (threads) share it, and with it the
+# loaded models and the lock that keeps them to one thread at a time.
+_jobs: dict[tuple[type, str], ChunkedJob] = {}
+_jobs_lock = threading.Lock()
+
+
+def _job_key(job_class: type[ChunkedJob], config: BaseModel) -> tuple[type, str]:
+    return job_class, config.model_dump_json()
+
+
+def _job_for(job_class: type[ChunkedJob], config: BaseModel, api_key_secret: str | None = None) -> ChunkedJob:
+    key = _job_key(job_class, config)
+    with _jobs_lock:
+        if key not in _jobs:
+            # A Dask worker: the flow's job, and the key it loaded, live in another process.
+            _jobs[key] = job_class(config)
+            _jobs[key].api_key = _secret(api_key_secret) if api_key_secret else None
+        return _jobs[key]
+
+
+class Progress:
+    """Requests answered (by the endpoint or from the cache) out of those planned, as a progress
+    artifact. Chunk tasks call `advance` from their threads; the flow calls `show`."""
+
+    def __init__(self, key: str, total: int):
+        self.total = total
+        self._done: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._shown = 0
+        self.artifact_id = create_progress_artifact(0.0, key=key, description=self._description(0))
+
+    def _description(self, done: int) -> str:
+        return f"{done} of {self.total} requests answered (by the endpoint or from the generation cache)"
+
+    def advance(self, chunk_index: int, count: int) -> None:
+        with self._lock:
+            self._done[chunk_index] = self._done.get(chunk_index, 0) + count
+
+    def finish(self, chunk_index: int, planned: int) -> None:
+        """A chunk is done, whether it ran, was staged before or came from Prefect's cache."""
+        with self._lock:
+            self._done[chunk_index] = planned
+
+    def show(self) -> None:
+        with self._lock:
+            done = min(sum(self._done.values()), self.total)
+        if done != self._shown:
+            update_progress_artifact(self.artifact_id, 100.0 * done / max(self.total, 1), description=self._description(done))
+            self._shown = done
+
+
+def artifact_key(*parts: str) -> str:
+    """Artifact keys hold lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+
+
+def _validated(config_class: type[BaseModel], parameters: dict) -> tuple[RunOptions, BaseModel]:
+    fields = {**config_class.model_fields, **RunOptions.model_fields}
+    # None stands for "the default" where a setting cannot be None (base_url, lid_detectors), and
+    # means None where it can (min_margin=None turns the margin filter off).
+    given = {
+        name: value for name, value in parameters.items()
+        if value is not None or name not in fields or type(None) in get_args(fields[name].annotation)
+    }
+    try:
+        options = RunOptions(**{name: value for name, value in given.items() if name in RunOptions.model_fields})
+        config = config_class(**{name: value for name, value in given.items() if name not in RunOptions.model_fields})
+    except ValidationError as error:
+        raise ValueError(f"invalid parameters: {validation_message(error)}") from None
+    return options, config
+
+
+def _secret(name: str) -> str:
+    try:
+        return Secret.load(name).get()
+    except ValueError:
+        raise ValueError(
+            f"no Prefect Secret block named {name!r}: create it (UI: Blocks, or `Secret(value=...).save({name!r})`)"
+        ) from None
+
+
+def _generation_slots(name: str | None, config: BaseModel) -> tuple[BaseModel, Callable[[], AbstractContextManager]]:
+    """The config to run with (its concurrency within the limit) and what a chunk holds while it generates."""
+    if not name:
+        return config, nullcontext
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            raise ValueError(
+                f"no global concurrency limit named {name!r}: create it with `prefect gcl create {name} --limit N`, "
+                "or leave concurrency_limit_name unset"
+            ) from None
+    if limit.limit < 1:
+        raise ValueError(f"the global concurrency limit {name!r} has {limit.limit} slots: no request could ever be sent")
+    occupy = min(config.concurrency, limit.limit)
+    if occupy < config.concurrency:
+        get_run_logger().info(
+            "concurrency %d lowered to %d: the global concurrency limit %r has %d slots", config.concurrency, occupy, name, limit.limit
+        )
+        config = config.model_copy(update={"concurrency": occupy})
+    return config, partial(concurrency, name, occupy=occupy, strict=True, lease_duration=LEASE_SECONDS)
+
+
+def _reproduce_command(parameters: dict) -> str:
+    given = json.dumps({name: value for name, value in parameters.items() if value is not None}, sort_keys=True)
+    if runtime.deployment.name:
+        return f"prefect deployment run '{runtime.flow_run.flow_name}/{runtime.deployment.name}' --params {shlex.quote(given)}"
+    return f"# Prefect flow {runtime.flow_run.flow_name!r} with parameters {given}"
+
+
+def run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], parameters: dict) -> dict:
+    """The body of every synth flow: `parameters` are the flow's (its `locals()`)."""
+    logger = get_run_logger()
+    options, config = _validated(config_class, parameters)  # bad parameters fail here, before any work
+    config, generation_slots = _generation_slots(options.concurrency_limit_name, config)
+    api_key = _secret(options.api_key_secret) if options.api_key_secret else None
+    hub_token = _secret(options.hub_token_secret) if options.hub_token_secret else None
+    if config.push_to_hub and not (hub_token or os.environ.get(config.hub_token_env)):
+        raise ValueError(
+            f"push_to_hub needs a Hugging Face token: name a Secret block holding it with hub_token_secret, "
+            f"or set ${config.hub_token_env} in the worker's environment"
+        )
+    if config.push_to_hub and is_offline_mode():
+        raise ValueError("push_to_hub needs the Hub, but HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set in the worker's environment")
+    started = time.time()
+
+    job = job_class(config)
+    job.api_key, job.hub_token = api_key, hub_token
+    key = _job_key(job_class, config)
+    with _jobs_lock:
+        _jobs[key] = job
+    try:
+        # A first pass over the corpus gives the total for the progress bar, and finds bad input
+        # before any request is sent.
+        counter = job_class(config)
+        total = sum(len(counter.requests_for(segment)) for segment in counter.segments())
+        dataset = artifact_key(job.task, config.out.name)
+        progress = Progress(artifact_key(dataset, "progress"), total)
+        logger.info("%d requests to answer in chunks of %d records, %d chunks at once", total, config.chunk_size, options.parallel_chunks)
+
+        # Prefect's cache is trusted only for a chunk synth has staged too: a cached result whose
+        # files were cleared (a later run with other settings publishes to the same folder) is redone.
+        chunk_task = process_chunk.with_options(result_storage=(config.work_dir / "prefect-results").resolve())
+        fresh_chunk_task = chunk_task.with_options(refresh_cache=True)
+        results: list[ChunkResult] = []
+        in_flight: dict[PrefectFuture, tuple[int, int]] = {}
+
+        def collect(keep: int) -> None:
+            while len(in_flight) > keep:
+                done, _ = wait(list(in_flight), timeout=PROGRESS_SECONDS)
+                for future in done:
+                    index, planned = in_flight.pop(future)
+                    result = future.result()
+                    result.reused = result.reused or future.state.name == "Cached"  # not this run's work
+                    results.append(result)
+                    progress.finish(index, planned)
+                progress.show()
+
+        dask = options.task_runner()
+        with dask or nullcontext():
+            for chunk in job.chunks():
+                chunk_run = chunk_task if job.finished(chunk) else fresh_chunk_task
+                if dask is None:
+                    future = chunk_run.submit(job_class, config, chunk, partial(progress.advance, chunk.index), generation_slots)
+                else:  # in another process, maybe on another machine: progress comes as chunks finish
+                    future = dask.submit(chunk_run, {
+                        "job_class": job_class, "config": config, "chunk": chunk,
+                        "generation_slots": generation_slots, "api_key_secret": options.api_key_secret,
+                    })
+                in_flight[future] = (chunk.index, sum(len(job.requests_for(segment)) for segment in chunk.segments))
+                collect(keep=options.parallel_chunks - 1)  # bounded: the corpus streams, it is never all in memory
+            collect(keep=0)
+
+        published, stats = job.publish(sorted(results, key=lambda r: r.index), started, command=_reproduce_command(parameters))
+    finally:
+        with _jobs_lock:
+            if _jobs.get(key) is job:
+                del _jobs[key]
+
+    for lang, steps in stats["funnel"].items():
+        create_table_artifact(
+            key=artifact_key(dataset, "funnel", lang),
+            table=[
+                {"step": s["step"], "in": s["in"], "out": s["out"], "dropped": ", ".join(f"{k}: {v}" for k, v in s["dropped"].items())}
+                for s in steps
+            ],
+            description=f"{job.task} funnel ({lang}): rows into and out of every step, and why rows were dropped. {config.out}",
+        )
+    create_markdown_artifact(
+        key=artifact_key(dataset, "card"), markdown=(config.out / "README.md").read_text(encoding="utf-8"),
+        description=f"Dataset card of {config.out}",
+    )
+    this_run = stats["run"]
+    if config.push_to_hub:
+        published.hub = job.push(published, this_run["id"])
+        create_link_artifact(
+            key=artifact_key(dataset, "hub"), link=published.hub.commit_url,
+            link_text=f"{published.hub.repo_id} at {published.hub.revision[:12]}",
+            description="The dataset on the Hugging Face Hub" + ("" if published.hub.changed else " (unchanged: no new commit)"),
+        )
+        logger.info("%s: %s", published.hub.repo_id, published.hub.commit_url)
+    logger.info(
+        "kept %d rows, rejected %d: %s (this run sent %d requests, %d answers from the cache, %d of %d chunks done before)",
+        published.kept_rows, published.rejected_rows, config.out,
+        this_run["requests"], this_run["cache_hits"], this_run["chunks_reused"], this_run["chunks"],
+    )
+    return {
+        "out": str(config.out), "kept": published.kept_rows, "rejected": published.rejected_rows, "stats": stats,
+        "hub": published.hub.commit_url if published.hub else None,
+    }

@@ -1,0 +1,70 @@
+"""The filter chain of a translation pair (`text` in `lang`, `translation` in `pivot_lang`).
+
+One builder for every job that judges pairs (back-translation, filtering an existing corpus) and
+for the benchmark, so all three run the same filters with the same settings: cheap heuristics
+first, then the script check, language ID and the embedding scores (each row a filter drops is
+one fewer to embed). A setting of None turns its filter off.
+"""
+
+from synth.filters.base import FilterChain, PerLanguage
+from synth.filters.embedding import NO_EMBEDDER, EmbeddingConsistencyFilter, load_embedder
+from synth.filters.heuristics import (
+    CopyFilter,
+    EmptyAnswerFilter,
+    LengthFilter,
+    LengthRatioFilter,
+    NumeralsFilter,
+    RefusalFilter,
+    RepetitionFilter,
+    TerminalPunctuationFilter,
+    TruncationFilter,
+)
+from synth.filters.langid import LanguageIdentifier, LanguageIdFilter
+from synth.filters.script import ScriptFilter
+
+
+def language_identifier(settings) -> LanguageIdentifier | None:
+    """The identifier `settings` ask for (detectors, per-language detector and minimum score), or None with LID off."""
+    if not settings.lid_detectors:
+        return None
+    min_score = PerLanguage.of(settings.lid_min_score, default=0.5)
+    return LanguageIdentifier(
+        settings.lid_detectors, min_score=min_score.default, min_scores=min_score.by_lang, chosen=settings.lid_detector
+    )
+
+
+def pair_filters(settings, suspect_sides: tuple[str, ...] = ("translation",)) -> list:
+    """The blocks of a pair's chain, from a `synth.config.PairFilterSettings` (or anything with its fields).
+
+    `suspect_sides`: the sides that may be machine-made, where chatter and truncation are looked
+    for: the synthetic one for generated pairs, both for a corpus of unknown making.
+    """
+    s = settings
+    blocks: list = [EmptyAnswerFilter(), RefusalFilter(suspect_sides)]
+    if s.truncation:
+        blocks.append(TruncationFilter(suspect_sides))
+    if s.max_copy_similarity is not None:
+        blocks.append(CopyFilter(s.max_copy_similarity, s.max_lcs_ratio))
+    blocks.append(LengthFilter(s.min_words, s.max_words, s.min_chars, s.max_chars))
+    if s.max_length_ratio is not None:
+        blocks.append(LengthRatioFilter(s.max_length_ratio))
+    if s.max_repeats is not None:
+        blocks.append(RepetitionFilter(s.max_repeats))
+    if s.min_numeral_similarity is not None:
+        blocks.append(NumeralsFilter(s.min_numeral_similarity))
+    if s.min_terminal_punctuation is not None:
+        blocks.append(TerminalPunctuationFilter(s.min_terminal_punctuation))
+    if s.min_script_share is not None:
+        blocks.append(ScriptFilter(PerLanguage.of(s.min_script_share), s.scripts))
+    identifier = language_identifier(s)
+    if identifier is not None:
+        blocks.append(LanguageIdFilter(identifier))
+    if s.embedder != NO_EMBEDDER:
+        blocks.append(EmbeddingConsistencyFilter(
+            load_embedder(s.embedder), s.min_cosine, s.min_margin, s.max_rank, s.margin_k, center=s.center_embeddings
+        ))
+    return blocks
+
+
+def pair_filter_chain(settings, suspect_sides: tuple[str, ...] = ("translation",)) -> FilterChain:
+    return FilterChain(pair_filters(settings, suspect_sides))

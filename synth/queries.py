@@ -1,0 +1,224 @@
+"""Synthetic search queries: authentic `lang` passages in, LLM-written queries for them out (the
+recipe of multilingual E5, BGE-M3's MLDR and Promptagator), as (query, passage) training pairs.
+
+Passages are the corpus's documents (a line, row or record each), longer ones split at sentence
+boundaries. Each passage gets one request per kind of query (keyword, question, long, or a
+template's own) asking for `per_passage` queries, in the passage's language or in `query_lang`
+(cross-lingual pairs). The machinery (chunks, generation, staging, resume, publish) is
+`synth.job.ChunkedJob`; this module says what a request asks, what rows an answer makes and which
+filters judge them.
+"""
+
+import json
+import textwrap
+from collections.abc import Iterator
+from itertools import islice
+
+from synth.config import QueriesConfig
+from synth.filters.base import FilterChain
+from synth.filters.embedding import load_embedder
+from synth.filters.retrieval import (
+    CopiedSpanFilter,
+    DuplicateQueryFilter,
+    EmptyQueryFilter,
+    PassageIndex,
+    QueryConsistencyFilter,
+    QueryLanguageFilter,
+    QueryRefusalFilter,
+    RoundTripFilter,
+)
+from synth.generate.backends import Completion
+from synth.generate.tasks.queries import QueryPrompt, parse_queries
+from synth.job import Chunk, ChunkedJob, Request
+from synth.languages import language_name
+from synth.publish import CardInfo, View, pairs_view
+from synth.read import ExactDedup, ReadStats, Segment, read_segments, record_id
+from synth.read.segment import split_sentences
+from synth.schema import QUERY_REJECT_SCHEMA, QUERY_SCHEMA
+
+__all__ = ["QueriesJob", "passages", "split_passage"]
+
+# Documents longer than this are dropped by the reader (counted as too long), not split: 1M
+# characters is a book, not a document to query.
+MAX_DOCUMENT_CHARS = 1_000_000
+
+QUERY_COLUMNS = [
+    ("id", "sha256 of `passage_id`, `kind` and `query`, 16 hex digits"),
+    ("query", "the **synthetic** search query, in `query_lang`, written by `model`"),
+    ("passage", "the authentic passage in `lang` that the query was written for (the positive)"),
+    ("passage_id", "sha256 of the normalised passage, 16 hex digits (its queries share it and a split)"),
+    ("kind", "the kind of query asked for: `keyword`, `question`, `long` (or a template's own)"),
+    ("query_lang / lang", "language codes of `query` and `passage` (different: a cross-lingual pair)"),
+    ("source / line", "the corpus file the passage came from and the 1-based line or row of its document there"),
+    ("consistency", "cosine similarity of the query's and the passage's embeddings"),
+    ("rank", "rank of the passage among its chunk's passages for the query (1 = found first)"),
+    ("negative / negatives", "hard negatives (with `--negatives`): the best-ranked other passages of the chunk that score below the passage; `negative` is the hardest"),
+    ("lid_lang / lid_score / lid_detector / lid_status", "language ID of `query`"),
+    ("model / prompt_version / generation_params", "how `query` was generated"),
+    ("prompt_tokens / completion_tokens", "tokens of the request that wrote the query (shared by the queries of one answer)"),
+    ("raw_answer", "the model's answer before parsing"),
+]
+
+
+def split_passage(text: str, max_chars: int) -> list[str]:
+    """`text` itself if it fits in `max_chars`, else its sentences packed in order into passages of
+    at most `max_chars` (a longer sentence is cut between words)."""
+    if len(text) <= max_chars:
+        return [text]
+    pieces = []
+    for sentence in split_sentences(text):
+        pieces.extend(textwrap.wrap(sentence, max_chars, break_on_hyphens=False) if len(sentence) > max_chars else [sentence])
+    passages = [pieces[0]]
+    for piece in pieces[1:]:
+        if len(passages[-1]) + 1 + len(piece) <= max_chars:
+            passages[-1] = f"{passages[-1]} {piece}"
+        else:
+            passages.append(piece)
+    return passages
+
+
+def passages(documents: Iterator[Segment], max_chars: int, stats: ReadStats) -> Iterator[Segment]:
+    """The passages of a stream of documents, each with its own id (the hash of its text) and its
+    document's source and line. `stats.segments` counts passages instead of documents; a passage
+    seen before (the reader drops repeated documents, not repeated parts of them) is a duplicate."""
+    seen = ExactDedup()
+    for document in documents:
+        stats.segments -= 1  # the reader counted the document: its passages count instead
+        for text in split_passage(document.text, max_chars):
+            if seen.seen(text):
+                stats.duplicates_dropped += 1
+                continue
+            stats.segments += 1
+            yield Segment(record_id(text), text, document.source, document.line)
+
+
+def query_id(passage_id: str, kind: str, query: str) -> str:
+    return record_id(f"{passage_id}\n{kind}\n{query}")
+
+
+class QueriesJob(ChunkedJob):
+    task = "queries"
+    kept_schema = QUERY_SCHEMA
+    reject_schema = QUERY_REJECT_SCHEMA
+    # The queries of a passage share its split: no passage is trained on and tested on.
+    split_key = "passage_id"
+
+    def __init__(self, config: QueriesConfig):
+        super().__init__(config)
+        self.prompt = QueryPrompt.load(config.prompt_file)
+
+    @property
+    def prompt_versions(self) -> dict[str, str]:
+        return {self.task: self.prompt.version}
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return (self.config.query_lang,)  # only queries are checked
+
+    def segments(self) -> Iterator[Segment]:
+        c = self.config
+        documents = read_segments(
+            c.corpus, text_field=c.text_field, fmt=c.input_format, stats=self.read_stats, segment=c.segment,
+            max_chars=MAX_DOCUMENT_CHARS,
+        )
+        return islice(passages(documents, c.max_passage_chars, self.read_stats), c.limit)
+
+    def requests_for(self, segment: Segment) -> list[Request]:
+        c = self.config
+        return [
+            Request(self.prompt.messages(segment.text, kind, c.per_passage, c.lang, c.query_lang), {"kind": kind})
+            for kind in c.kinds
+        ]
+
+    def is_usable(self, request: Request, text: str) -> bool:
+        return bool(parse_queries(text))
+
+    def rows_from(self, segment: Segment, request: Request, completion: Completion | None, error: str | None) -> list[dict]:
+        c = self.config
+        kind = request.meta["kind"]
+        common = {
+            "passage": segment.text, "passage_id": segment.id, "kind": kind, "query_lang": c.query_lang, "lang": c.lang,
+            "source": segment.source, "line": segment.line, "model": self.model_name, "prompt_version": self.prompt.version,
+            "generation_params": json.dumps(c.generation_params, sort_keys=True),
+            "raw_answer": completion.text if completion else None,
+            "prompt_tokens": completion.prompt_tokens if completion else None,
+            "completion_tokens": completion.completion_tokens if completion else None,
+        }
+        # An answer without a query still makes a row, so that its drop is recorded with a reason.
+        queries = (parse_queries(completion.text, c.per_passage) if completion else []) or [None]
+        return [{"id": query_id(segment.id, kind, query or ""), "query": query, **common} for query in queries]
+
+    def filter_chain(self, chunk: Chunk) -> FilterChain:
+        c = self.config
+        index = PassageIndex(load_embedder(c.embedder), {segment.id: segment.text for segment in chunk.segments})
+        return FilterChain([
+            EmptyQueryFilter(),
+            QueryRefusalFilter(),
+            DuplicateQueryFilter(),
+            CopiedSpanFilter(c.max_copied_span),
+            QueryLanguageFilter(self.language_identifier),
+            QueryConsistencyFilter(index, c.min_cosine),
+            RoundTripFilter(index, c.round_trip_k, c.negatives),
+        ])
+
+    def fingerprint_settings(self) -> dict:
+        c = self.config
+        return {
+            "prompt": self.prompt.template.__dict__, "instructions": self.prompt.instructions, "kinds": c.kinds,
+            "lang": c.lang, "query_lang": c.query_lang, "per_passage": c.per_passage,
+            "max_passage_chars": c.max_passage_chars, "embedder": c.embedder, "min_cosine": c.min_cosine,
+            "round_trip_k": c.round_trip_k, "max_copied_span": c.max_copied_span, "negatives": c.negatives,
+            "lid": c.lid_detectors, "lid_min": c.lid_min_score,
+        }
+
+    def views(self) -> list[View]:
+        c = self.config
+        negative = ", `negative`: a hard negative passage" if c.negatives else ""
+        return [pairs_view(
+            anchor="query", positive="passage", negative="negative" if c.negatives else None,
+            description=f"`anchor`: the synthetic {language_name(c.query_lang)} query, `positive`: its authentic {language_name(c.lang)} passage{negative}",
+        )]
+
+    def card_info(self, command: str | None = None) -> CardInfo:
+        c = self.config
+        name, query_name = language_name(c.lang), language_name(c.query_lang)
+        crossing = f"{query_name}-{name}" if c.query_lang != c.lang else name
+        negatives = (
+            f" Each kept query also has up to {c.negatives} hard negatives: the best-ranked other passages of its chunk "
+            f"that score below its own passage (`negative`, the hardest, and `negatives`)."
+            if c.negatives else ""
+        )
+        return CardInfo(
+            task=self.task,
+            pretty_name=f"{crossing} search queries for {name} passages (synthetic queries)",
+            summary=(
+                f"(query, passage) pairs for training {name} retrievers and embedding models: each `passage` is "
+                f"authentic {name} (`{c.lang}`) text from the corpus (documents longer than {c.max_passage_chars} "
+                f"characters split at sentence boundaries), each `query` a **synthetic** {query_name} "
+                f"(`{c.query_lang}`) search query for it, written by `{self.model_name}`: {c.per_passage} per passage "
+                f"for each kind of query ({', '.join(f'`{kind}`' for kind in c.kinds)}). Only the queries are "
+                f"machine-written. A query is kept when it is in {query_name}, is not a copy of a long span of its "
+                f"passage nor a duplicate, and finds its passage again: in the top {c.round_trip_k} of the passages "
+                f"of its chunk (`rank`).{negatives}"
+            ),
+            columns=QUERY_COLUMNS,
+            task_categories=["text-retrieval", "sentence-similarity"],
+            tags=["synthetic", "synthetic-queries", "retrieval", "low-resource"],
+            lid_columns={c.query_lang: "query"},
+            score_columns={"consistency": "min_cosine", "rank": "round_trip_k"},
+            training=(
+                "The `pairs` config feeds sentence-transformers' `MultipleNegativesRankingLoss` as it is: `anchor` is "
+                "the query, `positive` its passage" + (", `negative` a hard negative" if c.negatives else "") + "; "
+                "every other passage of a batch is a negative too. A passage with several queries appears in several "
+                "rows: train with `batch_sampler=BatchSamplers.NO_DUPLICATES` so that it is never a negative for its "
+                "own query. Splits go by `passage_id`: a passage and all its queries are in one split."
+            ),
+            lang=c.lang, pivot_lang=c.query_lang, model=self.model_name, generation_params=c.generation_params,
+            prompt_versions=self.prompt_versions, embedder=load_embedder(c.embedder).name,
+            lid_detectors=self.lid_detectors_used(),
+            thresholds={
+                "min_cosine": c.min_cosine, "round_trip_k": c.round_trip_k, "max_copied_span": c.max_copied_span,
+                "lid_min_score": c.lid_min_score,
+            },
+            license=c.license, command=command, source_files=[str(p) for p in c.corpus],
+        )

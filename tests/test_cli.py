@@ -1,0 +1,209 @@
+"""The `synth` console script as a user runs it: a subprocess, its exit code and what it prints.
+
+Bad inputs must fail fast with exit code 2, a message naming the file (and line), and no
+traceback. The cases run as concurrent subprocesses (each pays ~2 s of interpreter start-up).
+"""
+
+import inspect
+import json
+import subprocess
+import types
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import typer
+
+from synth.cli import app, backtranslate_config, parse_config
+from synth.config import BacktranslateConfig
+from synth.data import udhr_articles, udhr_path
+from synth.read import normalize_text
+from synth.testing.server_process import ServerProcess
+
+from conftest import SYNTH_BIN
+
+MODEL = "udhr-oracle"
+ZUL = str(udhr_path("zul"))
+
+
+def run_synth(args: list[str], env: dict, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SYNTH_BIN), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- help ------------------------------------------------------------------------------------------
+
+def test_help_lists_the_commands_and_options(synth_env: dict) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        top, sub = pool.map(lambda args: run_synth(args, synth_env), [["--help"], ["backtranslate", "--help"]])
+    assert top.returncode == 0, top.stderr
+    assert "backtranslate" in top.stdout and "languages" in top.stdout
+    assert sub.returncode == 0, sub.stderr
+    for option in ("--lang", "--pivot", "--out", "--base-url", "--model", "--api-key-env", "--concurrency", "--chunk-size",
+                   "--max-attempts", "--min-cosine", "--min-margin", "--max-length-ratio", "--lid-detectors",
+                   "--text-field", "--format", "--limit"):
+        assert option in sub.stdout, option
+    assert "corpus" in sub.stdout.lower()
+
+
+# --- bad inputs ----------------------------------------------------------------------------------
+
+# name -> (corpus file name and bytes or None for a missing file, extra args, what the message must say)
+BAD_INPUTS = {
+    "missing file": ("missing.txt", None, [], ["missing.txt", "no such file"]),
+    "empty file": ("empty.txt", b"", [], ["empty.txt", "empty file"]),
+    "binary file": ("binary.txt", b"PK\x03\x04\x00\x00\x08\x00" + bytes(range(256)), [], ["binary.txt", "binary"]),
+    "invalid utf-8": ("latin1.txt", "Umuntu ngamunye\nUbuntu bukhona\nCafé crème\n".encode("latin-1"), [],
+                      ["latin1.txt:3", "invalid UTF-8"]),
+    "bad jsonl line": ("corpus.jsonl", b'{"text": "Sawubona"}\n{"text": "Yebo"}\n{"text": "broken\n', [],
+                       ["corpus.jsonl:3", "not valid JSON"]),
+    "jsonl without the field": ("corpus.jsonl", b'{"sentence": "Sawubona"}\n', [],
+                                ["corpus.jsonl:1", "no field 'text'", "--text-field"]),
+    "unknown language": (None, None, ["--lang", "xx"], ["unknown language code 'xx'"]),
+    "lang equals pivot": (None, None, ["--lang", "zu", "--pivot", "zul"], ["lang and pivot are both 'zu'"]),
+    "bad url": (None, None, ["--base-url", "notaurl"], ["'notaurl' is not an http(s) URL"]),
+    "unknown detector": (None, None, ["--lid-detectors", "pycld2,fasttext9"], ["unknown language detector 'fasttext9'", "pycld2"]),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory: pytest.TempPathFactory, synth_env: dict) -> dict[str, subprocess.CompletedProcess]:
+    """Every bad-input case run at once (the machine has 2 cores; each process mostly starts up)."""
+    workdir = tmp_path_factory.mktemp("bad-inputs")
+    commands = {}
+    for name, (file_name, content, extra, _) in BAD_INPUTS.items():
+        case_dir = workdir / name.replace(" ", "-")
+        case_dir.mkdir()
+        corpus = ZUL
+        if file_name is not None:
+            corpus = file_name  # relative: the message must name it as given
+            if content is not None:
+                (case_dir / file_name).write_bytes(content)
+        args = ["backtranslate", corpus, "--out", str(case_dir / "out"), "--base-url", "http://127.0.0.1:9/v1", "--model", MODEL]
+        if "--lang" not in extra:
+            args += ["--lang", "zu"]
+        commands[name] = (args + extra, case_dir)
+    with ThreadPoolExecutor(3) as pool:
+        futures = {name: pool.submit(run_synth, args, synth_env, cwd) for name, (args, cwd) in commands.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_a_clear_error(case: str, bad_input_results: dict) -> None:
+    result = bad_input_results[case]
+    message = flat(result.stderr)
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert message.startswith("error:") or "error:" in message
+    for part in BAD_INPUTS[case][3]:
+        assert part in message, (part, message)
+
+
+# --- input formats -------------------------------------------------------------------------------
+
+def test_jsonl_csv_and_parquet_inputs_with_a_text_field(openai_server: ServerProcess, tmp_path: Path, synth_env: dict) -> None:
+    zulu = udhr_articles("zul")
+    # Two articles per file, under the field "sentence" beside another column.
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": i, "sentence": zulu[i]}, ensure_ascii=False) + "\n" for i in (2, 3)), encoding="utf-8")
+    csv = tmp_path / "b.csv"
+    csv.write_text("id,sentence\n" + "".join(f'{i},"{zulu[i]}"\n' for i in (5, 6)), encoding="utf-8")
+    parquet = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": [8, 9], "sentence": [zulu[8], zulu[9]]}), parquet)
+    out = tmp_path / "out"
+    result = run_synth(
+        ["backtranslate", str(jsonl), str(csv), str(parquet), "--lang", "zu", "--text-field", "sentence",
+         "--out", str(out), "--base-url", openai_server.base_url, "--model", MODEL],
+        synth_env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "kept" in result.stderr and "dataset:" in result.stderr
+    found = [
+        row for folder in ("data", "rejects") for file in sorted((out / folder).glob("*.parquet"))
+        for row in pq.read_table(file).to_pylist()
+    ]
+    where = sorted((Path(row["source"]).name, row["line"], row["text"]) for row in found)
+    assert where == [
+        ("a.jsonl", 1, normalize_text(zulu[2])), ("a.jsonl", 2, normalize_text(zulu[3])),
+        ("b.csv", 2, normalize_text(zulu[5])), ("b.csv", 3, normalize_text(zulu[6])),
+        ("c.parquet", 1, normalize_text(zulu[8])), ("c.parquet", 2, normalize_text(zulu[9])),
+    ]
+    english = [" ".join(line.split()) for line in udhr_articles("eng")]
+    articles = {normalize_text(zulu[i]): i for i in (2, 3, 5, 6, 8, 9)}
+    assert all(row["translation"] == english[articles[row["text"]]] for row in found)
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["read"]["files"] == 3 and stats["read"]["segments"] == 6
+
+
+# --- languages -----------------------------------------------------------------------------------
+
+def test_languages_table_chooses_pycld2_for_zulu(synth_env: dict) -> None:
+    result = run_synth(["languages", "zu", "en"], synth_env)
+    assert result.returncode == 0, result.stderr
+    table = {}
+    for line in result.stdout.splitlines():
+        cells = [cell.strip() for cell in line.replace("┃", "│").split("│")[1:-1]]
+        if cells and cells[0] in ("zu", "en"):
+            table[cells[0]] = cells
+    assert set(table) == {"zu", "en"}, result.stdout
+    header = next(line for line in result.stdout.splitlines() if "chosen" in line)
+    columns = [cell.strip() for cell in header.replace("┃", "│").split("│")[1:-1]]
+    zulu = dict(zip(columns, table["zu"]))
+    assert zulu["name"] == "Zulu" and zulu["chosen"] == "pycld2" and zulu["pycld2"] == "yes"
+    # langdetect has no Zulu profile: it would call Zulu text Swahili.
+    assert zulu["langdetect"] == "-"
+    assert dict(zip(columns, table["en"]))["chosen"] == "pycld2"
+
+
+# --- parity: config, CLI, flow ---------------------------------------------------------------------
+
+# A config field whose CLI option has another Python name (a repeatable --vllm-arg KEY=VALUE).
+CLI_NAMES = {"vllm_args": "vllm_arg"}
+
+
+def test_every_config_field_is_a_cli_option_and_a_flow_parameter_with_the_same_default(
+    flow_module: types.ModuleType, tmp_path: Path
+) -> None:
+    from flows.common import RunOptions
+
+    required = {"corpus": [ZUL], "lang": "zu"}
+
+    def validated(config: BacktranslateConfig) -> BacktranslateConfig:
+        # pydantic does not validate defaults: dump and load so that every value is in its
+        # validated (normal) form, e.g. splits "train=0.98,validation=0.01,test=0.01" -> "validation=0.01,test=0.01".
+        return BacktranslateConfig(**config.model_dump())
+
+    defaults = validated(BacktranslateConfig(**required))
+    fields = BacktranslateConfig.model_fields
+
+    # The CLI: the options of `synth backtranslate`, and the config its defaults make.
+    command = typer.main.get_command(app).commands["backtranslate"]
+    cli_params = {param.name for param in command.params}
+    cli_config = validated(parse_config(backtranslate_config, [ZUL, "--lang", "zu"]))
+    assert set(CLI_NAMES.get(name, name) for name in fields) == cli_params
+    for name in fields:
+        assert getattr(cli_config, name) == getattr(defaults, name), name
+
+    # The flow: its parameters are the config's fields plus the run options; defaults agree (None
+    # stands for the config's default where the field cannot be None).
+    flow = flow_module.backtranslate
+    signature = inspect.signature(flow.fn)
+    assert set(signature.parameters) == set(fields) | set(RunOptions.model_fields)
+    for name in fields:
+        default = signature.parameters[name].default
+        if name in required:
+            assert default is inspect.Parameter.empty, name
+            continue
+        assert default is not inspect.Parameter.empty, name
+        nullable = type(None) in getattr(fields[name].annotation, "__args__", ())
+        if default is None and not nullable:
+            continue
+        assert getattr(validated(BacktranslateConfig(**required, **{name: default})), name) == getattr(defaults, name), name
+    for name, field in RunOptions.model_fields.items():
+        assert signature.parameters[name].default == field.default, name
+

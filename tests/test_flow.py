@@ -1,0 +1,141 @@
+"""The Prefect flow (flows/backtranslate.py) run through Prefect for real.
+
+In-process tests call the flow inside `prefect_test_harness()` (a temporary Prefect API with its
+own SQLite database, shared by the session: it takes 20-40 s to start on 2 cores) against the
+OpenAI-compatible test server, and read what the run left behind back through the Prefect client.
+The last test runs the flow file as a script, the way a user does, with no endpoint (the packaged
+SmolLM2 in-process) and no Prefect API (it starts a temporary one): the slow one.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+
+from synth.data import udhr_path
+from synth.testing.server_process import ServerProcess
+
+from conftest import REPO_ROOT
+
+MODEL = "udhr-oracle"
+
+
+def read_back(coroutine_function):
+    """Run `coroutine_function(client)` with a Prefect client of the harness's API."""
+    from prefect.client.orchestration import get_client
+
+    async def main():
+        async with get_client() as client:
+            return await coroutine_function(client)
+
+    return asyncio.run(main())
+
+
+def all_rows(out: Path, folder: str) -> list[dict]:
+    return [row for file in sorted((out / folder).glob("*.parquet")) for row in pq.read_table(file).to_pylist()]
+
+
+def test_flow_backtranslates_in_chunks_and_leaves_artifacts(
+    prefect_harness: str, flow_module: types.ModuleType, openai_server: ServerProcess, tmp_path: Path
+) -> None:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    out = tmp_path / "zu-en"
+    openai_server.reset_stats()
+    state = flow_module.backtranslate(
+        corpus=[str(udhr_path("zul"))], lang="zu", out=str(out), base_url=[openai_server.base_url], model=MODEL,
+        chunk_size=10, return_state=True,
+    )
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["out"] == str(out)
+    kept, rejected = all_rows(out, "data"), all_rows(out, "rejects")
+    assert (result["kept"], result["rejected"]) == (len(kept), len(rejected))
+    assert result["kept"] + result["rejected"] == 30
+    # Measured 29 kept (margins taken within chunks of 10).
+    assert result["kept"] >= 27
+    assert sum(split.num_rows for split in load_dataset(str(out)).values()) == result["kept"]
+    assert openai_server.stats()["requests"] == 30
+
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["rows"] == {"kept": result["kept"], "rejected": result["rejected"]}
+    funnel = stats["funnel"]["zu"]
+    for previous, step in zip(funnel, funnel[1:]):
+        assert step["in"] == previous["out"]
+    assert result["stats"]["run"]["chunks"] == 3
+
+    flow_run_id = state.state_details.flow_run_id
+
+    async def what_the_run_left(client):
+        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = await client.read_artifacts()
+        return runs, tasks, artifacts
+
+    runs, tasks, artifacts = read_back(what_the_run_left)
+    assert [run.state.type.value for run in runs] == ["COMPLETED"]
+    chunk_tasks = sorted(task.name for task in tasks if task.name.startswith("chunk-"))
+    assert chunk_tasks == ["chunk-0", "chunk-1", "chunk-2"]
+    assert all(task.state.type.value == "COMPLETED" for task in tasks if task.name.startswith("chunk-"))
+
+    mine = [artifact for artifact in artifacts if artifact.flow_run_id == flow_run_id]
+    by_type = {}
+    for artifact in mine:
+        by_type.setdefault(artifact.type, []).append(artifact)
+    funnel_artifact = next(a for a in by_type["table"] if "funnel" in (a.key or ""))
+    table = funnel_artifact.data if isinstance(funnel_artifact.data, list) else json.loads(funnel_artifact.data)
+    assert [(row["step"], row["in"], row["out"]) for row in table] == [(s["step"], s["in"], s["out"]) for s in funnel]
+    card_artifact = next(a for a in by_type["markdown"] if "card" in (a.key or ""))
+    assert card_artifact.data == (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_bad_parameter_fails_the_run_before_any_request(
+    prefect_harness: str, flow_module: types.ModuleType, openai_server: ServerProcess, tmp_path: Path
+) -> None:
+    openai_server.reset_stats()
+    state = flow_module.backtranslate(
+        corpus=[str(udhr_path("zul"))], lang="xx", out=str(tmp_path / "out"), base_url=[openai_server.base_url],
+        model=MODEL, return_state=True,
+    )
+    assert state.is_failed(), state
+    with pytest.raises(Exception, match="unknown language code 'xx'"):
+        state.result()
+    assert openai_server.stats()["requests"] == 0
+    assert not (tmp_path / "out" / "README.md").exists()
+
+    flow_run_id = state.state_details.flow_run_id
+    run = read_back(lambda client: client.read_flow_run(flow_run_id))
+    assert run.state.type.value == "FAILED"
+    assert run.parameters["lang"] == "xx"
+
+
+@pytest.mark.slow
+def test_flow_script_runs_with_the_in_process_model(tmp_path: Path, synth_env: dict, prefect_home: Path) -> None:
+    """`python flows/backtranslate.py` with no --base-url (SmolLM2-135M in-process) and no Prefect API
+    configured (Prefect starts a temporary one): the slow test of this file (about a minute)."""
+    out = tmp_path / "demo"
+    env = {k: v for k, v in synth_env.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "flows" / "backtranslate.py"), str(udhr_path("zul")), "--lang", "zu",
+         "--out", str(out), "--limit", "3", "--max-tokens", "24", "--chunk-size", "3"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "kept" in result.stdout and str(out) in result.stdout
+    assert (out / "README.md").is_file() and (out / "stats.json").is_file()
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    assert stats["rows"]["kept"] + stats["rows"]["rejected"] == 3
+    assert stats["generation"]["failed"] == 0
+    rows = all_rows(out, "data") + all_rows(out, "rejects")
+    assert len(rows) == 3
+    assert {row["model"] for row in rows} == {"SmolLM2-135M-Instruct-Q4_1"}
+    assert all(row["raw_answer"] for row in rows)

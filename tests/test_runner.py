@@ -1,0 +1,228 @@
+"""The generation runner against real server processes: the window of in-flight requests spans
+chunk boundaries, faults are retried (Retry-After honoured, hung requests timed out with their
+server slot freed, malformed answers recorded as drops), a dead endpoint stops the job in seconds,
+a dead replica is rested, and tokens and cost are accounted for.
+
+Runs use the model-free filters only (`embedder="none"`, no language ID), so they cost server
+time, not CPU. End-to-end behaviour with every filter (crash and resume, fatal endpoint errors)
+is in test_backtranslate.py.
+"""
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from synth.backtranslate import BacktranslateJob, run_backtranslate
+from synth.config import NO_EMBEDDER, BacktranslateConfig
+from synth.data import udhr_articles, udhr_path
+from synth.generate.backends import OpenAIBackend
+from synth.generate.cache import GenerationCache, cache_key
+from synth.generate.runner import GenerationAborted, GenerationStats, PriorityWindow, RequestRunner, RetryPolicy
+from synth.generate.tasks.backtranslate import BacktranslationPrompt
+from synth.testing.openai_server import DEFAULT_MODEL, collapse_whitespace, count_tokens, message_text
+from synth.testing.server_process import ServerProcess, start_server
+
+ENGLISH = [collapse_whitespace(line) for line in udhr_articles("eng")]
+ZULU = udhr_articles("zul")
+PROMPT = BacktranslationPrompt.load()
+PARAMS = {"max_tokens": 256, "temperature": 0.0, "top_p": 1.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def requests_for(texts: list[str]) -> list[tuple[str, list[dict]]]:
+    messages = [PROMPT.messages(text, "zu", "en") for text in texts]
+    return [(cache_key(DEFAULT_MODEL, m, PARAMS), m) for m in messages]
+
+
+def generate(
+    tmp_path: Path, base_urls: list[str], texts: list[str], *, concurrency: int = 8, timeout: float = 30.0,
+    policy: RetryPolicy | None = None, **backend_options,
+):
+    """Runs one RequestRunner over `texts`; returns (outcomes, stats, seconds)."""
+
+    async def main():
+        backend = OpenAIBackend(base_urls, DEFAULT_MODEL, None, timeout=timeout, **backend_options)
+        cache = GenerationCache(tmp_path / "cache.sqlite")
+        stats = GenerationStats()
+        started = time.monotonic()
+        try:
+            runner = RequestRunner(backend, cache, PARAMS, concurrency=concurrency, policy=policy)
+            outcomes = await runner.generate(requests_for(texts), stats=stats)
+            return outcomes, stats, time.monotonic() - started
+        finally:
+            await backend.aclose()
+            cache.close()
+
+    return asyncio.run(main())
+
+
+def quick_config(corpus: list[Path], out: Path, server: ServerProcess, **options) -> BacktranslateConfig:
+    """A job with the model-free filters only: what it measures is generation."""
+    return BacktranslateConfig(
+        corpus=[str(path) for path in corpus], lang="zu", out=out, base_url=[server.base_url], model=DEFAULT_MODEL,
+        embedder=NO_EMBEDDER, lid_detectors=[], splits="train=1", **options,
+    )
+
+
+def kept_rows(out: Path) -> list[dict]:
+    return [row for path in sorted((out / "data").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+
+
+# --- the window ----------------------------------------------------------------------------------
+
+def test_priority_window_serves_the_lowest_priority_first_and_survives_cancellation() -> None:
+    async def main() -> list[int]:
+        window, order = PriorityWindow(1), []
+
+        async def take(priority: int) -> None:
+            async with window.slot(priority):
+                order.append(priority)
+                await asyncio.sleep(0.01)
+
+        async with window.slot(0):  # held while the others queue up
+            tasks = [asyncio.create_task(take(p)) for p in (5, 1, 3, 2)]
+            await asyncio.sleep(0.01)
+            tasks[3].cancel()  # a waiter that gives up must not take a slot with it
+        await asyncio.gather(*tasks, return_exceptions=True)
+        async with asyncio.timeout(1):  # the one slot is free again
+            async with window.slot(0):
+                pass
+        return order
+
+    assert asyncio.run(main()) == [1, 3, 5]
+
+
+def test_requests_stay_in_flight_across_chunk_boundaries(tmp_path: Path) -> None:
+    # Chunks of 4 records with 16 slots: a chunk-at-a-time loop never has more than 4 requests out.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"{i}. {line}" for i, line in enumerate(ZULU + udhr_articles("xho")[:18])) + "\n")
+    out = tmp_path / "out"
+    with start_server("--slots", "16", "--latency", "0.3") as server:
+        config = quick_config([corpus], out, server, concurrency=16, chunk_size=4)
+        assert BacktranslateJob(config).chunks_in_memory * 4 >= 2 * 16
+        published, stats = run_backtranslate(config)
+        server_stats = server.stats()
+    assert server_stats["peak_in_flight"] == 16
+    assert server_stats["requests"] == 48 and stats["run"]["chunks"] == 12
+    rows = kept_rows(out)
+    assert len(rows) == 48 and len({row["id"] for row in rows}) == 48
+    assert all(row["translation"] in ENGLISH for row in rows)
+
+
+# --- faults --------------------------------------------------------------------------------------
+
+def test_retry_after_is_honoured_and_frees_the_slot_meanwhile(tmp_path: Path) -> None:
+    with start_server("--fault-plan", "429", "--retry-after", "1.0") as server:
+        outcomes, stats, seconds = generate(tmp_path, [server.base_url], ZULU[:8], concurrency=8)
+    assert all(outcome.completion is not None for outcome in outcomes)
+    assert stats.requests == 16 and stats.errors == {"rate_limited": 8}
+    assert seconds >= 1.0  # nobody came back before the server said so
+
+
+def test_a_hung_request_times_out_and_its_server_slot_is_freed(tmp_path: Path) -> None:
+    # One slot: if a timed-out request kept it, the retries would queue behind 30 s hangs.
+    with start_server("--slots", "1", "--fault-plan", "hang", "--hang-seconds", "30") as server:
+        outcomes, stats, seconds = generate(tmp_path, [server.base_url], ZULU[:3], concurrency=1, timeout=0.5)
+        time.sleep(0.2)
+        server_stats = server.stats()
+    assert [collapse_whitespace(o.completion.text) for o in outcomes] == ENGLISH[:3]
+    assert stats.errors == {"timeout": 3}
+    assert server_stats["by_status"] == {"499": 3, "200": 3}
+    assert seconds < 10
+
+
+def test_malformed_answers_are_retried_then_recorded_as_a_drop(tmp_path: Path) -> None:
+    with start_server("--fault-plan", "malformed,malformed,malformed,empty,empty") as server:
+        policy = RetryPolicy(max_attempts=3)
+        outcomes, stats, _ = generate(tmp_path, [server.base_url], ZULU[:2], policy=policy)
+        # The same two prompts again: attempts 4 and 5 are empty answers; the last is kept for the
+        # filters to drop (an `empty` reason), the first one retried.
+        again, stats_again, _ = generate(tmp_path / "again", [server.base_url], ZULU[:2], policy=RetryPolicy(max_attempts=2))
+    assert [o.error for o in outcomes] == ["generation_failed:malformed"] * 2
+    assert stats.failed == 2 and stats.errors == {"malformed": 6}
+    assert [(o.error, o.completion.text) for o in again] == [(None, ""), (None, "")]
+    assert stats_again.errors == {"unusable_answer": 2}
+
+
+# --- the circuit ---------------------------------------------------------------------------------
+
+def test_a_closed_port_stops_the_job_at_once(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(GenerationAborted, match="endpoint looks down"):
+        generate(tmp_path, [f"http://127.0.0.1:{free_port()}/v1"], ZULU * 4, concurrency=32)
+    assert time.monotonic() - started < 10
+
+
+def test_a_server_that_fails_everything_stops_the_job_without_spinning(tmp_path: Path) -> None:
+    with start_server("--rate-500", "1.0") as server:
+        with pytest.raises(GenerationAborted, match="endpoint looks down"):
+            generate(tmp_path, [server.base_url], ZULU * 4, concurrency=8)
+        sent = server.stats()["requests"]
+    assert sent < 40  # not 120 records x 10 attempts
+
+
+def test_an_outage_after_answers_is_waited_out_for_circuit_seconds(tmp_path: Path) -> None:
+    async def main(server: ServerProcess) -> float:
+        backend = OpenAIBackend([server.base_url], DEFAULT_MODEL, None, timeout=5)
+        cache = GenerationCache(tmp_path / "cache.sqlite")
+        runner = RequestRunner(backend, cache, PARAMS, concurrency=4, policy=RetryPolicy(circuit_seconds=1.5))
+        try:
+            await runner.generate(requests_for(ZULU[:4]))
+            last_answer = time.monotonic()
+            server.stop()
+            with pytest.raises(GenerationAborted, match="none succeeded for"):
+                await runner.generate(requests_for(ZULU[4:30]))
+            return time.monotonic() - last_answer
+        finally:
+            await backend.aclose()
+            cache.close()
+
+    with start_server() as server:
+        seconds = asyncio.run(main(server))
+    assert 1.5 <= seconds < 10
+
+
+def test_a_dead_replica_is_rested_while_the_live_one_serves(tmp_path: Path) -> None:
+    with start_server("--latency", "0.05") as live:
+        dead = f"http://127.0.0.1:{free_port()}/v1"
+        outcomes, stats, _ = generate(tmp_path, [dead, live.base_url], ZULU, concurrency=8, rest_seconds=30)
+        live_stats = live.stats()
+    assert [collapse_whitespace(o.completion.text) for o in outcomes] == ENGLISH
+    assert live_stats["answered_ok"] == 30
+    assert stats.errors["connection"] <= 8  # the first wave's share, then the dead one rests
+
+
+# --- accounting ----------------------------------------------------------------------------------
+
+def test_tokens_requests_and_cost_per_run_and_per_dataset(openai_server: ServerProcess, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = quick_config([udhr_path("zul")], out, openai_server, limit=12, price_input=0.5, price_output=2.0)
+    messages = [PROMPT.messages(text, "zu", "en") for text in ZULU[:12]]
+    prompt_tokens = sum(count_tokens(message_text(m)) for ms in messages for m in ms)
+    completion_tokens = sum(count_tokens(text) for text in ENGLISH[:12])
+    cost = round((prompt_tokens * 0.5 + completion_tokens * 2.0) / 1e6, 6)
+
+    _, stats = run_backtranslate(config)
+    run, generation = stats["run"], stats["generation"]
+    assert (run["requests"], run["prompt_tokens"], run["completion_tokens"], run["cost_usd"]) == (12, prompt_tokens, completion_tokens, cost)
+    assert (generation["prompt_tokens"], generation["completion_tokens"], generation["cost_usd"]) == (prompt_tokens, completion_tokens, cost)
+    assert json.loads((out / "stats.json").read_text())["generation"]["cost_usd"] == cost
+    card = (out / "README.md").read_text()
+    assert "generation cost in USD" in card and f"prompt tokens: {prompt_tokens:,}" in card
+    assert "Off (`--lid-detectors none`)" in card
+
+    # Refiltered from the cache: this run costs nothing, the dataset still took the same tokens.
+    _, stats = run_backtranslate(config.model_copy(update={"max_length_ratio": 2.5}))
+    run, generation = stats["run"], stats["generation"]
+    assert (run["requests"], run["cache_hits"], run["prompt_tokens"], run["cost_usd"]) == (0, 12, 0, 0.0)
+    assert (generation["prompt_tokens"], generation["completion_tokens"], generation["cost_usd"]) == (prompt_tokens, completion_tokens, cost)
