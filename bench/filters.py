@@ -88,7 +88,8 @@ def build_batches(langs: list[str], pivots: list[str], rounds: int, seed: int) -
                 held_out, chosen = order[:HELD_OUT], order[HELD_OUT:HELD_OUT + BATCH]
                 rows = [
                     {"text": articles[lang][i], "translation": articles[pivot][i], "lang": normalize_language(lang),
-                     "pivot_lang": normalize_language(pivot), "article": i + 1, "fault": None, "udhr": lang, "pivot": pivot}
+                     "pivot_lang": normalize_language(pivot), "article": i + 1, "fault": None, "udhr": lang, "pivot": pivot,
+                     "batch": len(batches)}
                     for i in chosen
                 ]
                 faulted = rng.sample(range(BATCH), len(FAULTS))

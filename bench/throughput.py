@@ -117,6 +117,7 @@ def driver_env(work: Path) -> dict:
         LITELLM_LOCAL_MODEL_COST_MAP="True",   # litellm (under curator) would fetch its price list
         CURATOR_CACHE_DIR=str(work / "curator-cache"), DISTILABEL_CACHE_DIR=str(work / "distilabel-cache"),
         HF_HOME=str(work / "hf-home"), OPENAI_API_KEY="EMPTY", NO_COLOR="1",
+        TELEMETRY_ENABLED="false",  # curator would report to its analytics service
     )
     return env
 

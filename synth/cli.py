@@ -1,11 +1,13 @@
 """The `synth` command."""
 
+import errno
 import functools
 import inspect
 import json
 import importlib
 import os
 import shlex
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -27,7 +30,8 @@ console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: a message may hold brackets (`pip install 'synth[vllm]'`, a file name) that are not markup.
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -244,6 +248,15 @@ def queries(**kwargs) -> None:
     )
 
 
+def is_write_failure(error: OSError | sqlite3.Error) -> bool:
+    """A full disk, a quota, a read-only or forbidden output folder (as an OSError or from SQLite)."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+    return isinstance(error, sqlite3.OperationalError) and any(
+        words in str(error) for words in ("disk is full", "readonly database", "unable to open database", "disk I/O error")
+    )
+
+
 def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: str) -> None:
     """Run a job in this process with a progress line, then print its funnel and what it wrote."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -266,6 +279,13 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
         _fail(f"generation stopped: {error}", code=3)
     except (HubPushError, HfHubHTTPError) as error:
         _fail(f"the dataset is in {config.out}/ but the push to {config.push_to_hub} failed (rerun to push again): {error}", code=4)
+    except (OSError, sqlite3.Error) as error:
+        if not is_write_failure(error):
+            raise
+        _fail(
+            f"cannot write the output ({error}). Free some space or fix the permissions of {config.out} "
+            f"(and --cache-dir), then rerun the same command: nothing written so far is lost."
+        )
     print_funnel(stats)
     generation, run = stats["generation"], stats["run"]
     console.print(

@@ -34,7 +34,7 @@ from synth.generate.cache import GenerationCache, cache_key
 from synth.generate.runner import GenerationAborted, GenerationStats, RequestRunner, RetryPolicy
 from synth.publish import CardInfo, PublishResult, View, atomic_write_json, atomic_write_parquet, publish_dataset
 from synth.publish.hub import HubPush, push_folder
-from synth.read import ReadStats, Segment, chunked, read_segments
+from synth.read import CorpusError, ReadStats, Segment, chunked, read_segments
 from synth.schema import table_from_rows
 
 GENERATE_STEP = "generate"
@@ -350,20 +350,26 @@ class ChunkedJob:
             finally:
                 room.release()
 
+        bad_input: CorpusError | None = None
         try:
             async with self.generation() as runner, asyncio.TaskGroup() as group:
-                for chunk in self.chunks():
-                    done = self.finished(chunk)
-                    if done is not None:
-                        results.append(done)
-                        if on_done:
-                            on_done(len(chunk.segments))
-                        continue
-                    await room.acquire()
-                    group.create_task(process(chunk, runner))
+                try:
+                    for chunk in self.chunks():
+                        done = self.finished(chunk)
+                        if done is not None:
+                            results.append(done)
+                            if on_done:
+                                on_done(len(chunk.segments))
+                            continue
+                        await room.acquire()
+                        group.create_task(process(chunk, runner))
+                except CorpusError as error:
+                    bad_input = error  # raised once the chunks read before it are generated and staged
         except ExceptionGroup as errors:
             # The first cause is the one to report: chunks that fail together fail for one reason.
             raise errors.exceptions[0] from None
+        if bad_input is not None:
+            raise bad_input
         return sorted(results, key=lambda result: result.index)
 
     # --- publish ---------------------------------------------------------------------------------

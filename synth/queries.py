@@ -22,9 +22,9 @@ from synth.filters.retrieval import (
     DuplicateQueryFilter,
     EmptyQueryFilter,
     PassageIndex,
+    QueryChatterFilter,
     QueryConsistencyFilter,
     QueryLanguageFilter,
-    QueryRefusalFilter,
     RoundTripFilter,
 )
 from synth.generate.backends import Completion
@@ -36,7 +36,7 @@ from synth.read import ExactDedup, ReadStats, Segment, read_segments, record_id
 from synth.read.segment import split_sentences
 from synth.schema import QUERY_REJECT_SCHEMA, QUERY_SCHEMA
 
-__all__ = ["QueriesJob", "passages", "split_passage"]
+__all__ = ["QueriesJob", "passages", "query_id", "split_passage"]
 
 # Documents longer than this are dropped by the reader (counted as too long), not split: 1M
 # characters is a book, not a document to query.
@@ -153,7 +153,7 @@ class QueriesJob(ChunkedJob):
         index = PassageIndex(load_embedder(c.embedder), {segment.id: segment.text for segment in chunk.segments})
         return FilterChain([
             EmptyQueryFilter(),
-            QueryRefusalFilter(),
+            QueryChatterFilter(),
             DuplicateQueryFilter(),
             CopiedSpanFilter(c.max_copied_span),
             QueryLanguageFilter(self.language_identifier),

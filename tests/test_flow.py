@@ -9,7 +9,6 @@ SmolLM2 in-process) and no Prefect API (it starts a temporary one): the slow one
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import types

@@ -19,12 +19,32 @@ from conftest import SYNTH_BIN
 REPO = "org/zu-en"
 ONLINE_ONLY = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN")
 
-# What a user would run to read the pushed repo back: nothing but `datasets`, by repo id.
-LOAD_BACK = """
-import json, sys
+# The library path the Prefect flow takes, run against the same folder later: resume the staged
+# chunks, publish them with other shard sizes, push (an update, then the same again, then with a
+# wrong token), and read the repo back by its id with nothing but `datasets`.
+LATER_RUN = """
+import json, sys, time
 from datasets import load_dataset
-print(json.dumps({c: {s: d.to_list() for s, d in load_dataset(sys.argv[1], c, cache_dir=sys.argv[2]).items()}
-                  for c in ("default", "pairs", "translation")}))
+from huggingface_hub.errors import HfHubHTTPError
+from synth.backtranslate import BacktranslateJob
+from synth.config import BacktranslateConfig
+
+out, repo, token, corpus, base_url, cache = sys.argv[1:]
+config = BacktranslateConfig(corpus=[corpus], lang="zu", limit=6, base_url=[base_url], model="udhr-oracle",
+                             out=out, push_to_hub=repo)
+job = BacktranslateJob(config)
+results = [job.finished(chunk) for chunk in job.chunks()]
+assert all(results), "the CLI run staged every chunk"
+published, _ = job.publish(results, time.time(), run_id="later-run")
+report = {"update": vars(job.push(published, "later-run", token=token))}
+report["again"] = vars(job.push(published, "again-run", token=token))
+try:
+    job.push(published, "refused-run", token="hf_wrong_token_0123")
+except HfHubHTTPError as error:
+    report["refused"] = str(error)
+report["loaded"] = {c: {s: d.to_list() for s, d in load_dataset(repo, c, cache_dir=cache, token=token).items()}
+                    for c in ("default", "pairs", "translation")}
+print(json.dumps(report))
 """
 
 
@@ -52,15 +72,21 @@ def published_files(out: Path) -> dict[str, bytes]:
     }
 
 
-def test_cli_pushes_one_commit_per_change_and_the_repo_loads_back(tmp_path, hub, openai_server, synth_env):
+def test_pushes_make_one_commit_per_change_and_the_repo_loads_back(tmp_path, hub, openai_server, synth_env):
     out = tmp_path / "out"
     env = online_env(synth_env, hub, tmp_path / "hf-home", HF_TOKEN=hub.token)
     args = ["backtranslate", str(udhr_path("zul")), "--lang", "zu", "--limit", "6", "--base-url", openai_server.base_url,
             "--model", "udhr-oracle", "--out", str(out), "--push-to-hub", REPO]
-    outputs = []
 
-    first = synth([*args, "--rows-per-shard", "2"], env)
-    outputs.append(first)
+    with ThreadPoolExecutor(2) as pool:
+        first, untokened = pool.map(lambda run: synth(*run), [
+            ([*args, "--rows-per-shard", "2"], env),
+            ([*args[:-4], "--out", str(tmp_path / "other"), "--push-to-hub", REPO], {k: v for k, v in env.items() if k != "HF_TOKEN"}),
+        ])
+
+    # No token: refused before any work, not after a whole run.
+    assert untokened.returncode == 2 and "$HF_TOKEN" in untokened.stderr and "Traceback" not in untokened.stderr
+    assert not (tmp_path / "other").exists()
     assert first.returncode == 0, first.stderr
     commits = hub.commits(REPO)
     assert len(commits) == 2  # the repo's initial commit, then this run's
@@ -73,48 +99,34 @@ def test_cli_pushes_one_commit_per_change_and_the_repo_loads_back(tmp_path, hub,
     assert len([name for name in local if name.startswith("pairs/train-")]) == 3
     assert {name: hub.file_bytes(REPO, name) for name in local} == local
 
-    again = synth([*args, "--rows-per-shard", "2"], env)
-    outputs.append(again)
-    assert again.returncode == 0, again.stderr
-    assert "no new commit" in again.stderr
-    assert len(hub.commits(REPO)) == 2
-
-    with ThreadPoolExecutor(2) as pool:  # two independent refusals at once
-        refused, untokened = pool.map(lambda run_env: synth(args, run_env), [
-            {**env, "HF_TOKEN": "hf_wrong_" + secrets.token_hex(8)},
-            {k: v for k, v in env.items() if k != "HF_TOKEN"},
-        ])
-    outputs += [refused, untokened]
-    assert refused.returncode == 4
-    assert "push to org/zu-en failed" in " ".join(refused.stderr.split()) and "401" in refused.stderr
-    assert hub.unauthorized >= 1 and len(hub.commits(REPO)) == 2
-    # No token at all: refused before any work, not after a whole run.
-    assert untokened.returncode == 2 and "$HF_TOKEN" in untokened.stderr and "Traceback" not in untokened.stderr
-
-    fewer_shards = synth(args, env)  # the same rows in one shard per split: stale shards go
-    outputs.append(fewer_shards)
-    assert fewer_shards.returncode == 0, fewer_shards.stderr
-    assert len(hub.commits(REPO)) == 3
-    local = published_files(out)
-    head = hub.repos[REPO].head
-    assert set(head.files) - {".gitattributes"} == set(local)
-    assert {name: hub.file_bytes(REPO, name) for name in local} == local
-
-    loaded = subprocess.run(
-        [sys.executable, "-c", LOAD_BACK, REPO, str(tmp_path / "datasets-cache")],
-        env=env, capture_output=True, text=True, timeout=300,
+    later = subprocess.run(
+        [sys.executable, "-c", LATER_RUN, str(out), REPO, hub.token, str(udhr_path("zul")), openai_server.base_url,
+         str(tmp_path / "datasets-cache")],
+        env={k: v for k, v in env.items() if k != "HF_TOKEN"}, capture_output=True, text=True, timeout=300,
     )
-    outputs.append(loaded)
-    assert loaded.returncode == 0, loaded.stderr
-    remote = json.loads(loaded.stdout)
-    assert sum(len(rows) for rows in remote["pairs"].values()) == 6
-    assert remote["pairs"]["train"][0]["anchor"].startswith("All human beings are born free")
-    assert [row["translation"]["zu"] for row in remote["translation"]["train"]] == [
-        row["text"] for row in remote["default"]["train"]
-    ]
+    assert later.returncode == 0, later.stderr
+    report = json.loads(later.stdout)
+
+    # One shard per split now: a new commit, and the three-shard files are gone from the repo.
+    commits = hub.commits(REPO)
+    assert len(commits) == 3 and "later-run" in commits[-1].title
+    assert report["update"] == {"repo_id": REPO, "revision": commits[-1].oid, "changed": True,
+                                "commit_url": f"{hub.url}/datasets/{REPO}/commit/{commits[-1].oid}"}
+    local = published_files(out)
+    assert set(hub.repos[REPO].head.files) - {".gitattributes"} == set(local)
+    assert {name: hub.file_bytes(REPO, name) for name in local} == local
+    # The same files again: huggingface_hub finds nothing changed and makes no commit.
+    assert report["again"] == {**report["update"], "changed": False}
+    assert "401" in report["refused"] and "hf_wrong_token_0123" not in report["refused"]
+    assert hub.unauthorized >= 1 and len(hub.commits(REPO)) == 3
+
+    loaded = report["loaded"]
+    assert sum(len(rows) for rows in loaded["pairs"].values()) == 6
+    assert loaded["pairs"]["train"][0]["anchor"].startswith("All human beings are born free")
+    assert [row["translation"]["zu"] for row in loaded["translation"]["train"]] == [row["text"] for row in loaded["default"]["train"]]
 
     secret = hub.token
-    for result in outputs:
+    for result in (first, untokened, later):
         assert secret not in result.stdout and secret not in result.stderr
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written and not [p for p in written if secret.encode() in p.read_bytes()]

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import typer
 from datasets import load_dataset
 from typer.testing import CliRunner
 
-from synth.cli import app, queries_config
+from synth.cli import app, parse_config, queries_config
 from synth.config import QueriesConfig
-from synth.data import udhr_articles
+from synth.data import udhr_articles, udhr_path
 from synth.generate.tasks.queries import QueryPrompt, parse_queries
 from synth.queries import QueriesJob, query_id, split_passage
 from synth.read import record_id
@@ -64,6 +65,7 @@ SCRIPTED = {
     prompt(SWAHILI[3], "keyword"): "1. kanuni haki asili\n2. Kanuni, haki, asili!",
     prompt(SWAHILI[4], "keyword"): "Sure! Here are the search queries you asked for:",
     prompt(SWAHILI[4], "question"): "I'm sorry, but I cannot help with that request.",
+    prompt(SWAHILI[7], "question"): "1. What does this passage say about moving?\n2. I'm ready to help. What's your query?",
 }
 
 
@@ -130,7 +132,7 @@ def test_swahili_queries_pass_and_fail_the_right_filters(swahili_run):
     assert server_stats["requests"] == 8 * 2 + 1  # the chatter-only answer was asked again once
     kept, rejected = rows(out), rows(out, "rejects")
     assert published.kept_rows == len(kept) and published.rejected_rows == len(rejected)
-    assert len(kept) + len(rejected) == 8 * 2 * 2 - 2  # the chatter and the refusal: one row each
+    assert len(kept) + len(rejected) == 8 * 2 * 2 - 2  # the empty answer and the refusal: one row each
 
     reasons = {(row["passage"], row["kind"], row["query"]): row["reject_reason"] for row in rejected}
 
@@ -146,15 +148,16 @@ def test_swahili_queries_pass_and_fail_the_right_filters(swahili_run):
     assert {reasons[(SWAHILI[6], "keyword", q)] for q in stolen} == {f"duplicate:of={i}" for i in stolen.values()}
     assert reasons_for(3, "keyword") == [f"duplicate:of={query_id(record_id(SWAHILI[3]), 'keyword', 'kanuni haki asili')}"]
     assert reasons_for(4, "keyword") == ["empty_query"]
-    assert reasons_for(4, "question") == ["refusal:I'm sorry"]
+    assert [reason.split(":")[0] for reason in reasons_for(4, "question")] == ["refusal"]
+    assert sorted(reasons_for(7, "question")) == ["meta:ready to help", "meta:this passage"]
     empty = next(row for row in rejected if row["reject_reason"] == "empty_query")
     assert empty["query"] is None and empty["raw_answer"].startswith("Sure!")
     steps = {step["step"]: step for step in stats["funnel"]["sw"]}
-    assert list(steps) == ["read", "generate", "empty", "refusal", "duplicate", "copied_span", "language_id", "embedding", "round_trip"]
+    assert list(steps) == ["read", "generate", "empty", "chatter", "duplicate", "copied_span", "language_id", "embedding", "round_trip"]
     assert steps["duplicate"]["dropped"] == {"duplicate": 3} and steps["empty"]["dropped"] == {"empty_query": 1}
 
     # What is kept: every other query (the oracle's, and the first "kanuni haki asili"), with every column.
-    assert len(rejected) == 11 and len(kept) == 19
+    assert len(rejected) == 13 and len(kept) == 17
     assert KEPT_COLUMNS <= set(kept[0])
     passages = set(SWAHILI)
     for row in kept:
@@ -210,13 +213,29 @@ def test_english_queries_for_zulu_passages_from_the_command_line(server, tmp_pat
     assert bad.exit_code == 2 and "unknown query kind(s) ['title']" in bad.output
 
 
-def test_config_cli_and_flow_take_the_same_parameters(prefect_home):
+def test_config_cli_and_flow_take_the_same_parameters_and_defaults(prefect_home):
+    """As tests/test_cli.py checks for backtranslate: every config field is an option of `synth
+    queries` and a parameter of flows/queries.py, and their defaults make the same config."""
     spec = importlib.util.spec_from_file_location("synth_flows_queries", REPO_ROOT / "flows" / "queries.py")
     flows = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(flows)
     from flows.common import RunOptions
 
-    fields = set(QueriesConfig.model_fields)
-    cli = {"vllm_args" if name == "vllm_arg" else name for name in inspect.signature(queries_config).parameters}
-    flow = set(flows.queries.parameters.properties) - set(RunOptions.model_fields)
-    assert fields == cli == flow
+    corpus = str(udhr_path("swh"))
+    required = {"corpus": [corpus], "lang": "sw"}
+    fields = QueriesConfig.model_fields
+
+    def validated(config: QueriesConfig) -> QueriesConfig:
+        return QueriesConfig(**config.model_dump())  # pydantic leaves defaults unvalidated (splits' normal form)
+
+    defaults = validated(QueriesConfig(**required))
+
+    command = typer.main.get_command(app).commands["queries"]
+    assert {"vllm_arg" if name == "vllm_args" else name for name in fields} == {param.name for param in command.params}
+    assert validated(parse_config(queries_config, [corpus, "--lang", "sw"])) == defaults
+
+    signature = inspect.signature(flows.queries.fn)
+    assert set(signature.parameters) == set(fields) | set(RunOptions.model_fields)
+    # None stands for the config's default where a field cannot be None (kinds, base_url, ...).
+    given = {name: p.default for name, p in signature.parameters.items() if name in fields and p.default not in (None, p.empty)}
+    assert validated(QueriesConfig(**required, **given)) == defaults

@@ -25,6 +25,14 @@ from synth.filters.heuristics import REFUSAL
 from synth.filters.langid import LanguageIdFilter, LanguageIdentifier
 
 _NOT_WORD = re.compile(r"[\W_]+")
+# A "query" that talks about the task instead of searching: it points at the passage or the list,
+# echoes the prompt's instructions, or waits for orders. Small models do this; the words are the
+# English of the prompt, whatever the query language.
+META = re.compile(
+    r"\b(?:(?:this|the|above|given|following) (?:passage|paragraph)|search quer(?:y|ies)|each (?:query|question)|"
+    r"(?:list|set) of (?:\d+ )?(?:search )?(?:queries|questions)|ready to help|what(?:'s| is) your (?:query|question))\b",
+    re.I,
+)
 
 
 def query_key(query: str) -> str:
@@ -39,16 +47,22 @@ class EmptyQueryFilter:
         return [None if (row.get("query") or "").strip() else "empty_query" for row in rows]
 
 
-class QueryRefusalFilter:
-    """A refusal or an apology where a query should be."""
+class QueryChatterFilter:
+    """A refusal or an apology, or talk about the task (`META`), where a query should be. A phrase
+    the passage itself holds is content, not chatter ("the passage of the bill")."""
 
-    name = "refusal"
+    name = "chatter"
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         verdicts = []
         for row in rows:
-            match = REFUSAL.search(row["query"])
-            verdicts.append(f"refusal:{match.group(0)}" if match and not REFUSAL.search(row["passage"]) else None)
+            verdict = None
+            for kind, pattern in (("refusal", REFUSAL), ("meta", META)):
+                match = pattern.search(row["query"])
+                if match and match.group(0).casefold() not in row["passage"].casefold():
+                    verdict = f"{kind}:{match.group(0)}"
+                    break
+            verdicts.append(verdict)
         return verdicts
 
 

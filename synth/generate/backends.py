@@ -59,6 +59,18 @@ def _retry_after(headers) -> float | None:
         return None
 
 
+def _refused(error: BaseException | None) -> bool:
+    """Whether a failed request never got a connection (refused, no such host). The aiohttp
+    transport reports those as connect *timeouts*, so the cause is what tells."""
+    import aiohttp
+
+    while error is not None:
+        if isinstance(error, aiohttp.ClientConnectorError):
+            return True
+        error = error.__cause__
+    return False
+
+
 class OpenAIBackend:
     """Spreads requests over one or more OpenAI-compatible endpoints, preferring the least busy.
 
@@ -67,8 +79,9 @@ class OpenAIBackend:
     `chat.completions.create`, without its TypedDict transform of the body and pydantic model of
     the answer, which cost about half of the client's CPU per request (4.6 ms -> 2.2 ms measured on
     2 busy cores); at a hundred requests a second that CPU is what keeps the server waiting.
-    An endpoint that fails to connect `rest_after` times in a row is left out for `rest_seconds`
-    (then tried again), so a dead replica does not take its share of the requests down with it.
+    An endpoint that gives no answer `rest_after` times in a row (refused, timed out) is left out
+    for `rest_seconds`, then tried again, so a dead replica does not take its share of the requests
+    down with it; when no endpoint has ever accepted a connection, the job stops at once.
     Create the backend inside the event loop that uses it (the HTTP sessions belong to that loop).
     """
 
@@ -103,8 +116,9 @@ class OpenAIBackend:
             for url in self.base_urls
         ]
         self._in_flight = [0] * len(self._clients)
-        self._connect_failures = [0] * len(self._clients)
+        self._connect_failures = [0] * len(self._clients)   # in a row, per endpoint
         self._resting_until = [0.0] * len(self._clients)
+        self._answered = [False] * len(self._clients)
 
     def _pick(self) -> int:
         now = time.monotonic()
@@ -114,13 +128,37 @@ class OpenAIBackend:
             return min(candidates, key=lambda i: self._resting_until[i])
         return min(awake, key=lambda i: self._in_flight[i])
 
-    def _connected(self, index: int, ok: bool) -> None:
-        if ok:
-            self._connect_failures[index] = 0
-            return
+    def _reached(self, index: int) -> None:
+        """The endpoint answered (with any HTTP status)."""
+        self._answered[index] = True
+        self._connect_failures[index] = 0
+
+    def _unanswered(self, index: int) -> None:
+        """No answer at all (refused, unresolvable, timed out): rest the endpoint after a few in a row."""
         self._connect_failures[index] += 1
         if self._connect_failures[index] >= self.rest_after:
             self._resting_until[index] = time.monotonic() + self.rest_seconds
+
+    def _unreachable(self) -> bool:
+        """Every endpoint refused the last `rest_after` connections and none has ever answered."""
+        return not any(self._answered) and all(failures >= self.rest_after for failures in self._connect_failures)
+
+    def _status_error(self, url: str, error) -> Exception:
+        """What an HTTP error answer means for the job: retry later, or stop."""
+        import openai
+
+        headers = error.response.headers
+        if isinstance(error, openai.RateLimitError):
+            if getattr(error, "code", None) == "insufficient_quota":
+                return FatalError(f"{url} says the account's quota is used up (HTTP 429 insufficient_quota)")
+            return TransientError("rate_limited", str(error), _retry_after(headers))
+        if error.status_code >= 500 or error.status_code == 408:
+            return TransientError("server_error", str(error), _retry_after(headers))
+        if isinstance(error, openai.AuthenticationError):
+            return FatalError(f"{url} refused the API key (HTTP 401): check the variable named by --api-key-env")
+        if isinstance(error, openai.NotFoundError):
+            return FatalError(f"{url} does not serve model {self.model!r} (HTTP 404): check --model; {error}")
+        return FatalError(f"{url} rejected the request (HTTP {error.status_code}): {error}")
 
     async def complete(self, messages: list[dict], params: dict) -> Completion:
         import httpx2
@@ -136,29 +174,24 @@ class OpenAIBackend:
                 response = await self._clients[index].post(
                     "/chat/completions", body={"model": self.model, "messages": messages, **params}, cast_to=httpx2.Response
                 )
-        except openai.RateLimitError as error:
-            if getattr(error, "code", None) == "insufficient_quota":
-                raise FatalError(f"{url} says the account's quota is used up (HTTP 429 insufficient_quota)") from error
-            raise TransientError("rate_limited", str(error), _retry_after(error.response.headers)) from error
-        except openai.InternalServerError as error:
-            raise TransientError("server_error", str(error), _retry_after(error.response.headers)) from error
-        except (openai.APITimeoutError, TimeoutError) as error:
-            self._connected(index, False)
-            raise TransientError("timeout", f"no answer from {url} within {self.timeout:g} s") from error
-        except openai.APIConnectionError as error:
-            self._connected(index, False)
-            raise TransientError("connection", f"cannot reach {url}: {error}") from error
-        except openai.AuthenticationError as error:
-            raise FatalError(f"{url} refused the API key (HTTP 401): check the variable named by --api-key-env") from error
-        except openai.NotFoundError as error:
-            raise FatalError(f"{url} does not serve model {self.model!r} (HTTP 404): check --model; {error}") from error
+        except (openai.APIConnectionError, TimeoutError) as error:
+            self._unanswered(index)
+            if _refused(error):
+                if self._unreachable():  # a wrong URL or a server not started: no use retrying every record
+                    raise FatalError(
+                        f"the endpoint looks down: cannot connect to {', '.join(self.base_urls)} ({self.rest_after} "
+                        f"attempts in a row each; last: {error}). Check --base-url and that the server is up."
+                    ) from error
+                raise TransientError("connection", f"cannot connect to {url}: {error}") from error
+            if isinstance(error, (openai.APITimeoutError, TimeoutError)):  # slow or hung: the circuit judges
+                raise TransientError("timeout", f"no answer from {url} within {self.timeout:g} s") from error
+            raise TransientError("connection", f"lost the connection to {url}: {error}") from error
         except openai.APIStatusError as error:
-            if error.status_code >= 500 or error.status_code == 408:
-                raise TransientError("server_error", str(error), _retry_after(error.response.headers)) from error
-            raise FatalError(f"{url} rejected the request (HTTP {error.status_code}): {error}") from error
+            self._reached(index)
+            raise self._status_error(url, error) from error
         finally:
             self._in_flight[index] -= 1
-        self._connected(index, True)
+        self._reached(index)
         try:
             answer = json.loads(response.content)
             choice = answer["choices"][0]

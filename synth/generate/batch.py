@@ -70,7 +70,6 @@ def export_requests(job, cache: GenerationCache, folder: Path, requests_per_file
 class ImportStats:
     imported: int = 0   # answers now in the cache
     failed: int = 0     # lines with an error or no usable answer: still pending, the job sends them
-    files: int = 0
 
 
 def _completion(body: dict) -> Completion | None:
@@ -89,7 +88,6 @@ def import_results(paths: Iterable[Path], cache: GenerationCache) -> ImportStats
     """Feeds Batch API result lines into the cache under their custom_id (the cache key)."""
     stats = ImportStats()
     for path in paths:
-        stats.files += 1
         with open(path, encoding="utf-8") as lines:
             for number, line in enumerate(lines, 1):
                 if not line.strip():
@@ -100,11 +98,13 @@ def import_results(paths: Iterable[Path], cache: GenerationCache) -> ImportStats
                 except (ValueError, KeyError, TypeError) as error:
                     raise ValueError(f"{path}:{number}: not a Batch API result line ({error})") from None
                 response = result.get("response") or {}
-                completion = _completion(response.get("body") or {}) if response.get("status_code") == 200 else None
+                body = response.get("body") or {}
+                completion = _completion(body) if response.get("status_code") == 200 else None
                 if completion is None:
                     stats.failed += 1
                     continue
-                cache.put(key, (response.get("body") or {}).get("model") or "", asdict(completion))  # the cache's answer: the Completion's fields
+                # The cache holds an answer as the fields of its Completion, as the runner writes it.
+                cache.put(key, body.get("model") or "", asdict(completion))
                 stats.imported += 1
     return stats
 
@@ -203,7 +203,6 @@ def refresh_batches(client_for, work_dir: Path) -> tuple[list[BatchRecord], Impo
                 cache.close()
             stats.imported += part.imported
             stats.failed += part.failed
-            stats.files += part.files
             record.imported = True
         save_records(work_dir, records)
     return records, stats

@@ -81,9 +81,11 @@ DOWN_KINDS = ("connection", "timeout", "server_error", "malformed")
 class RetryPolicy:
     max_attempts: int = 10
     max_wait: float = 30.0
-    # The endpoint is taken for down (the job stops) after this many failures in a row of the
-    # DOWN_KINDS, at once if it never answered, else after `circuit_seconds` with no success.
-    circuit_failures: int = 12
+    # The endpoint is taken for down (the job stops) when no request got a usable reply for
+    # `circuit_seconds` while at least `circuit_failures` failed in a row with a DOWN_KINDS error:
+    # a short outage is waited out, a dead endpoint is not retried for every record. (An endpoint
+    # that never answers at all is the backend's to report, at once.)
+    circuit_failures: int = 3
     circuit_seconds: float = 10.0
 
 
@@ -101,13 +103,13 @@ def _wait(policy: RetryPolicy) -> Callable:
 
 
 class Circuit:
-    """Opens (raises GenerationAborted) when the endpoint answers nothing but failures."""
+    """Opens (raises GenerationAborted) when the endpoint answers nothing but failures; see RetryPolicy."""
 
     def __init__(self, failures: int, seconds: float):
         self.failures = failures
         self.seconds = seconds
         self.consecutive = 0
-        self.last_success: float | None = None
+        self.last_success = time.monotonic()  # the run's start counts as one: a slow first answer is no outage
 
     def record(self, error: TransientError | None) -> None:
         if error is None:
@@ -117,20 +119,12 @@ class Circuit:
         if error.kind not in DOWN_KINDS:
             return
         self.consecutive += 1
-        if self.consecutive < self.failures:
-            return
-        # An endpoint that has never answered is down now (a wrong URL, a server not started); one
-        # that has answered before gets `seconds` to come back (a restart, a short outage).
-        if self.last_success is None:
-            since = "none succeeded yet"
-        elif (quiet := time.monotonic() - self.last_success) >= self.seconds:
-            since = f"none succeeded for {quiet:.0f} s"
-        else:
-            return
-        raise GenerationAborted(
-            f"the endpoint looks down: {self.consecutive} requests in a row failed and {since} (last: {error}). "
-            "Nothing generated so far is lost: rerun the same command once it is back."
-        )
+        quiet = time.monotonic() - self.last_success
+        if self.consecutive >= self.failures and quiet >= self.seconds:
+            raise GenerationAborted(
+                f"the endpoint looks down: no answer for {quiet:.0f} s, {self.consecutive} requests in a row failed "
+                f"(last: {error}). Nothing generated so far is lost: rerun the same command once it is back."
+            )
 
 
 class PriorityWindow:

@@ -6,13 +6,19 @@ The same prompts, parser, cache and outputs as the served path: the runner hands
 (vLLM then schedules the whole batch itself, which is where its throughput comes from). The
 sampling parameters keep their OpenAI names, which are also `vllm.SamplingParams`'s. vllm is
 imported on the worker thread, when the model loads: `import synth` never needs it.
+
+vLLM and Prefect cannot share a venv (their fastapi pins exclude each other), so this backend runs
+in a venv of its own that holds vLLM and synth's library (scripts/vllm_env.sh, docs/vllm.md).
 """
 
 import importlib.util
 
 from synth.generate.backends import Completion, FatalError, MicroBatchedBackend
 
-INSTALL_HINT = "pip install 'synth[vllm]' on a machine with an NVIDIA GPU (see docs/vllm.md)"
+INSTALL_HINT = (
+    "make a venv with vLLM and synth (VLLM_PACKAGE=vllm==0.32.0 scripts/vllm_env.sh, see docs/vllm.md) on a machine "
+    "with an NVIDIA GPU, or serve the model with `vllm serve` and pass --base-url"
+)
 
 
 class VLLMBackend(MicroBatchedBackend):

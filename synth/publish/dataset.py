@@ -79,6 +79,10 @@ def publish_dataset(
     """
     if rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be at least 1, got {rows_per_shard}")
+    names = [view.name for view in views]
+    taken = {"default", DEFAULT_FOLDER, REJECTS, "plots"}
+    if len(set(names)) != len(names) or taken & set(names):
+        raise ValueError(f"view names must be unique and none of {sorted(taken)}: got {names}")
     out_dir = Path(out_dir)
     splits = Splits.parse(splits) if isinstance(splits, str) else splits
     default = View("default", kept_schema, lambda table: table, "every kept row with its provenance and scores")

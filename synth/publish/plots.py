@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from synth.languages import language_name
 from synth.publish.atomic import atomic_write_bytes
@@ -60,7 +61,7 @@ def funnel_figure(funnel: dict[str, list[dict]]) -> Figure:
         ax.barh(y, rows_in - rows_out, left=rows_out, color=DROPPED_COLOUR, label="dropped")
         widest = max(rows_in.max(initial=0), 1)
         for i, step in enumerate(steps):
-            ax.text(widest * 1.01, i, _step_label(step), va="center", fontsize=9)
+            ax.text(rows_in[i] + widest * 0.01, i, _step_label(step), va="center", fontsize=9)
         ax.set_yticks(y, names)
         ax.invert_yaxis()  # the first step on top
         ax.set_xlim(0, widest * 1.75)  # room for the labels on the right
@@ -90,18 +91,26 @@ def scores_figure(scores: dict[str, dict[str, list[float]]], thresholds: dict[st
         kept, rejected = (np.asarray(scores[column][side], dtype=float) for side in ("kept", "rejected"))
         threshold = thresholds.get(column)
         every = np.concatenate([kept, rejected, [threshold] if threshold is not None else []])
-        bins = np.histogram_bin_edges(every, bins=30)
+        bins = _bins(every)
         for values, colour, name in ((kept, KEPT_COLOUR, "kept"), (rejected, DROPPED_COLOUR, "rejected")):
             if values.size:
-                ax.hist(values, bins=bins, color=colour, alpha=0.65, label=f"{name} ({values.size:,})")
+                ax.hist(values, bins=bins, rwidth=0.9, color=colour, alpha=0.65, label=f"{name} ({values.size:,})")
         if threshold is not None:
             ax.axvline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.2, label=f"threshold {threshold:g}")
         ax.set_title(column, loc="left", fontsize=11)
         ax.set_xlabel(column)
         ax.set_ylabel("rows")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8, frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
     return figure
+
+
+def _bins(values: np.ndarray) -> np.ndarray:
+    """One bin per value for small integer scores (ranks), else 30 even bins."""
+    if values.size and np.all(values == np.round(values)) and values.max() - values.min() <= 60:
+        return np.arange(values.min() - 0.5, values.max() + 1.5)
+    return np.histogram_bin_edges(values, bins=30)
 
 
 def _png(figure: Figure) -> bytes:

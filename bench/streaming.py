@@ -1,0 +1,90 @@
+"""Does synth stream? Peak memory (RSS) of `synth backtranslate` on a corpus of a million lines.
+
+Writes N unique lines (bundled UDHR articles of every language but English, numbered), starts the
+simulated OpenAI-compatible server with no latency, runs `synth backtranslate` on them with the
+model-based filters off (`--embedder none --lid-detectors none`: models aside, and embedding a
+million lines on 2 cores would take hours), and prints the synth process's peak resident memory
+(the kernel's ru_maxrss for that process), the time taken, and that every line is accounted for
+(kept + rejected = read).
+
+    .venv/bin/python bench/streaming.py                    # 1,000,000 lines (about an hour on 2 cores)
+    .venv/bin/python bench/streaming.py --lines 100000     # a quicker look
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from synth.data import UDHR_DIR  # noqa: E402
+from synth.testing.openai_server import DEFAULT_MODEL  # noqa: E402
+from synth.testing.server_process import start_server  # noqa: E402
+
+LIMIT_BYTES = 1.5 * 2**30
+
+
+def write_corpus(path: Path, lines: int) -> int:
+    articles = [
+        line.strip() for p in sorted(UDHR_DIR.glob("*.txt")) if p.stem != "eng"
+        for line in p.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    with open(path, "w", encoding="utf-8") as out:
+        for i in range(lines):
+            out.write(f"{i + 1}. {articles[i % len(articles)]}\n")
+    return path.stat().st_size
+
+
+def run_measured(command: list[str], env: dict, log: Path) -> tuple[int, int, float]:
+    """(exit code, peak RSS in bytes, seconds) of one process, from the kernel's own accounting."""
+    started = time.monotonic()
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here; tell Popen
+    return process.returncode, usage.ru_maxrss * 1024, time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=256)
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="synth-streaming-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        corpus, out = work / "corpus.txt", work / "out"
+        size = write_corpus(corpus, args.lines)
+        print(f"corpus: {args.lines:,} lines, {size / 2**20:,.0f} MiB; chunks of {args.chunk_size}, {args.concurrency} requests in flight", flush=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "NO_COLOR": "1"}
+        with start_server() as server:
+            command = [
+                str(Path(sys.executable).with_name("synth")), "backtranslate", str(corpus), "--lang", "zu", "--out", str(out),
+                "--base-url", server.base_url, "--model", DEFAULT_MODEL, "--embedder", "none", "--lid-detectors", "none",
+                "--concurrency", str(args.concurrency), "--chunk-size", str(args.chunk_size),
+            ]
+            code, peak, seconds = run_measured(command, env, work / "synth.log")
+            served = server.stats()["answered_ok"]
+        if code != 0:
+            sys.exit(f"synth exited {code}; see the end of its log:\n{(work / 'synth.log').read_text()[-3000:]}")
+        stats = json.loads((out / "stats.json").read_text())
+        rows = stats["rows"]
+        read = stats["read"]
+        print(f"synth: {seconds:,.0f} s ({args.lines / seconds:,.0f} lines/s), {served:,} requests answered")
+        print(f"read {read['lines_read']:,} lines -> {read['segments']:,} segments; kept {rows['kept']:,} + rejected {rows['rejected']:,}")
+        print(f"peak RSS of the synth process: {peak / 2**20:,.0f} MiB ({'under' if peak < LIMIT_BYTES else 'OVER'} the 1.5 GiB target)")
+        if rows["kept"] + rows["rejected"] != read["segments"]:
+            sys.exit("records were lost or duplicated")
+
+
+if __name__ == "__main__":
+    main()
