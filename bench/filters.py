@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import json
 import random
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -171,7 +172,7 @@ def run(batches: list[list[dict]], settings: PairFilterSettings) -> list[dict]:
     blocks = pair_filters(settings)
     for block in blocks:
         if isinstance(block, EmbeddingConsistencyFilter):
-            block.embedder = CachedEmbedder(block.embedder, CACHE / f"{settings.embedder.replace('/', '_')}.npz")
+            block.embedder = CachedEmbedder(block.embedder, CACHE / (re.sub(r"[^\w.-]+", "_", block.embedder.name) + ".npz"))
             block.embedder.warm([row[side] for rows in batches for row in rows for side in ("text", "translation")])
     judged = []
     for rows in batches:

@@ -53,6 +53,7 @@ def queries(
     max_copied_span: float = 0.75,
     negatives: int = 0,
     lid_detectors: list[str] | None = None,
+    lid_detector: dict[str, str] | None = None,
     lid_min_score: float = 0.5,
     chunk_size: int = 256,
     rows_per_shard: int = 100_000,

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,11 +65,14 @@ class LocalPrefect:
         return done.stdout
 
     def start_server(self, timeout: float = 180) -> None:
+        with socket.socket() as probe:  # else the health check below could be answered by another server
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise RuntimeError(f"port {self.port} is taken (another Prefect server?): pick another port")
         self.server = self._spawn("server", "server", "start", "--host", "127.0.0.1", "--port", str(self.port))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
-                raise RuntimeError(f"the Prefect server exited with code {self.server.returncode} (port {self.port} taken?)")
+                raise RuntimeError(f"the Prefect server exited with code {self.server.returncode}")
             try:
                 with _direct.open(f"{self.api_url}/health", timeout=2) as response:
                     if json.load(response) is True:
@@ -138,28 +142,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=4200, help="the server's port on 127.0.0.1 (default 4200)")
     parser.add_argument("--pool", default="synth-pool", help="the process work pool named in prefect.yaml")
     args = parser.parse_args(argv)
-    # `kill` or a closed terminal stops everything as Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    # Ctrl-C even when started with SIGINT ignored (in the background); `kill` or a closed terminal
+    # stops everything as Ctrl-C does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
     with LocalPrefect(args.port, args.pool) as local:
-        print(f"starting the Prefect server on {local.api_url} ...", flush=True)
-        local.start_server()
-        local.create_pool()
-        print("deploying prefect.yaml ...", flush=True)
-        local.deploy()
-        local.start_worker()
-        print(
-            f"\nready: UI http://127.0.0.1:{args.port}, worker on pool {args.pool!r}. In another terminal:\n"
-            f"  export PREFECT_API_URL={local.api_url}\n"
-            "  prefect deployment run 'backtranslate/nightly' --param lang=zu --watch\n"
-            "Ctrl-C stops the worker and the server.\n",
-            flush=True,
-        )
         try:
+            print(f"starting the Prefect server on {local.api_url} ...", flush=True)
+            local.start_server()
+            local.create_pool()
+            print("deploying prefect.yaml ...", flush=True)
+            print(local.deploy(), flush=True)
+            local.start_worker()
+            print(
+                f"ready: UI http://127.0.0.1:{args.port}, worker on pool {args.pool!r}. In another terminal:\n"
+                f"  export PREFECT_API_URL={local.api_url}\n"
+                "  prefect deployment run 'backtranslate/nightly' --param lang=zu --watch\n"
+                "Ctrl-C stops the worker and the server.\n",
+                flush=True,
+            )
             local.worker.wait()
         except KeyboardInterrupt:
             pass
-        print("stopping the worker and the server ...", flush=True)
-
+        finally:
+            # Stopping takes seconds (a worker ignores the first SIGTERM): a second Ctrl-C must not cut it short.
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
+            print("stopping the worker and the server ...", flush=True)
 
 if __name__ == "__main__":
     main()

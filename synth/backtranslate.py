@@ -8,11 +8,9 @@ filters judge them.
 import json
 from collections.abc import Callable
 
-from synth.config import NO_EMBEDDER, BacktranslateConfig
+from synth.config import BacktranslateConfig
 from synth.filters.base import FilterChain
-from synth.filters.embedding import EmbeddingConsistencyFilter, load_embedder
-from synth.filters.heuristics import CopyFilter, EmptyAnswerFilter, LengthRatioFilter, RefusalFilter, RepetitionFilter
-from synth.filters.langid import LanguageIdFilter
+from synth.filters.pairs import card_thresholds, embedder_name, filter_settings, pair_filter_chain, score_columns
 from synth.generate.backends import Completion
 from synth.generate.tasks.backtranslate import BacktranslationPrompt, parse_translation
 from synth.job import Chunk, ChunkedJob, ChunkResult, Request
@@ -78,27 +76,11 @@ class BacktranslateJob(ChunkedJob):
         }]
 
     def filter_chain(self, chunk: Chunk) -> FilterChain:
-        c = self.config
-        filters = [
-            EmptyAnswerFilter(),
-            RefusalFilter(),
-            CopyFilter(c.max_copy_similarity),
-            LengthRatioFilter(c.max_length_ratio),
-            RepetitionFilter(),
-        ]
-        if c.lid_detectors:
-            filters.append(LanguageIdFilter(self.language_identifier))
-        if c.embedder != NO_EMBEDDER:
-            filters.append(EmbeddingConsistencyFilter(load_embedder(c.embedder), c.min_cosine, c.min_margin, c.max_rank, c.margin_k))
-        return FilterChain(filters)
+        return pair_filter_chain(self.config)  # the translation is the synthetic side: chatter and truncation are looked for there
 
     def fingerprint_settings(self) -> dict:
         c = self.config
-        return {
-            "prompt": self.prompt.template.__dict__, "lang": c.lang, "pivot": c.pivot, "embedder": c.embedder,
-            "min_cosine": c.min_cosine, "min_margin": c.min_margin, "max_rank": c.max_rank, "k": c.margin_k,
-            "ratio": c.max_length_ratio, "copy": c.max_copy_similarity, "lid": c.lid_detectors, "lid_min": c.lid_min_score,
-        }
+        return {"prompt": self.prompt.template.__dict__, "lang": c.lang, "pivot": c.pivot, **filter_settings(c)}
 
     def views(self) -> list[View]:
         c = self.config
@@ -133,7 +115,7 @@ class BacktranslateJob(ChunkedJob):
             task_categories=["translation", "sentence-similarity"],
             tags=["synthetic", "back-translation", "low-resource", "bitext"],
             lid_columns={c.lang: "text", c.pivot: "translation"},
-            score_columns={"consistency": "min_cosine", "margin": "min_margin"},
+            score_columns=score_columns(c),
             training=(
                 f"The `pairs` config is the usual setup for LaBSE-style bitext (translation-ranking) training with "
                 f"in-batch negatives: `anchor` is the {pivot} sentence, `positive` its authentic {name} partner, "
@@ -143,13 +125,9 @@ class BacktranslateJob(ChunkedJob):
             ),
             lang=c.lang, pivot_lang=c.pivot, model=self.model_name, generation_params=c.generation_params,
             prompt_versions=self.prompt_versions,
-            embedder=load_embedder(c.embedder).name if c.embedder != NO_EMBEDDER else "none (consistency not checked)",
+            embedder=embedder_name(c),
             lid_detectors=self.lid_detectors_used(),
-            thresholds={
-                "min_cosine": c.min_cosine, "min_margin": c.min_margin, "margin_k": c.margin_k, "max_rank": c.max_rank,
-                "max_length_ratio": c.max_length_ratio, "max_copy_similarity": c.max_copy_similarity,
-                "lid_min_score": c.lid_min_score,
-            },
+            thresholds=card_thresholds(c),
             license=c.license, command=command, source_files=[str(p) for p in c.corpus],
         )
 

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from synth.config import BacktranslateConfig, JobConfig, QueriesConfig
+from synth.config import BacktranslateConfig, FilterConfig, JobConfig, QueriesConfig
 
 app = typer.Typer(help="Training pairs for low-resource languages from monolingual text.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -77,7 +77,8 @@ def job_options(
     price_input: Annotated[Optional[float], typer.Option(help="USD per million prompt tokens: stats.json and the card then give the cost")] = None,
     price_output: Annotated[Optional[float], typer.Option(help="USD per million completion tokens")] = None,
     lid_detectors: Annotated[str, typer.Option(help="Language detectors in order of preference, or 'none': no language-ID filter (benchmarks, data filtered later)")] = "pycld2,langdetect,py3langid",
-    lid_min_score: Annotated[float, typer.Option(help="Minimum language-ID probability")] = 0.5,
+    lid_min_score: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]SCORE", help="Minimum language-ID score (0-1): SCORE for every language, LANG=SCORE for one (repeatable). Default 0.5")] = None,
+    lid_detector: Annotated[Optional[list[str]], typer.Option(metavar="LANG=DETECTOR", help="The detector that checks a language, e.g. zu=py3langid (repeatable); default: the first of --lid-detectors that knows it (`synth languages`)")] = None,
     prompt_file: Annotated[Optional[str], typer.Option(help="Another prompt template (TOML)")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Generation cache folder (default OUT/.synth)")] = None,
     rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard")] = 100_000,
@@ -94,7 +95,8 @@ def job_options(
         text_field=text_field, input_format=input_format, segment=segment, limit=limit, concurrency=concurrency,
         chunk_size=chunk_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
         request_timeout=request_timeout, max_attempts=max_attempts, price_input=price_input, price_output=price_output,
-        lid_detectors=[d.strip() for d in lid_detectors.split(",") if d.strip() and d.strip() != "none"], lid_min_score=lid_min_score,
+        lid_detectors=[d.strip() for d in lid_detectors.split(",") if d.strip() and d.strip() != "none"],
+        lid_detector=assignments(lid_detector, "--lid-detector"), **given(lid_min_score=per_language(lid_min_score, "--lid-min-score")),
         prompt_file=prompt_file, cache_dir=cache_dir, rows_per_shard=rows_per_shard, license=license,
         splits=splits, push_to_hub=push_to_hub, private=private, hub_token_env=hub_token_env,
     )
@@ -119,22 +121,173 @@ def with_job_options(task_options: Callable) -> Callable:
     return options
 
 
+def pair_filter_options(
+    min_script_share: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]SHARE", help="Minimum share of a side's letters in its language's script (repeatable per language, 'off'). Default 0.9")] = None,
+    script: Annotated[Optional[list[str]], typer.Option(metavar="LANG=SCRIPTS", help="Expected script(s) of a language where CLDR's is not the one, e.g. ha=Latn+Arab (repeatable)")] = None,
+    min_cosine: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]VALUE", help="Minimum cosine of the two sides: a number, or pN (the N-th percentile of each chunk), per language like --lid-min-score; 'off'. Default off")] = None,
+    min_margin: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]VALUE", help="Minimum ratio margin within the chunk (embeddings centred per language): a number or pN, per language; 'off'. Default 1.0")] = None,
+    max_rank: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]RANK", help="Maximum rank of the true partner within the chunk, the worse of both directions, per language; 'off'. Default off")] = None,
+    margin_k: Annotated[Optional[int], typer.Option(help="Neighbours per side in the ratio margin. Default 4")] = None,
+    center_embeddings: Annotated[Optional[bool], typer.Option("--center-embeddings/--raw-embeddings", help="Margin and rank on embeddings centred per language within the chunk (default), or raw")] = None,
+    max_length_ratio: Annotated[Optional[str], typer.Option(help="Maximum longer/shorter length ratio in characters, or 'off'. Default 3")] = None,
+    min_words: Annotated[Optional[int], typer.Option(help="Minimum words per side. Default 1")] = None,
+    max_words: Annotated[Optional[str], typer.Option(help="Maximum words per side, or 'off' (paragraphs). Default 100")] = None,
+    min_chars: Annotated[Optional[int], typer.Option(help="Minimum characters per side. Default 1")] = None,
+    max_chars: Annotated[Optional[str], typer.Option(help="Maximum characters per side, or 'off'. Default off")] = None,
+    max_copy_similarity: Annotated[Optional[str], typer.Option(help="Drop a translation this similar to its source (0-1), or 'off'. Default 0.8")] = None,
+    max_lcs_ratio: Annotated[Optional[float], typer.Option(help="Drop a pair whose longest common substring covers this much of the shorter side. Default 0.9")] = None,
+    max_repeats: Annotated[Optional[str], typer.Option(help="Drop a side repeating a 3+ character string this many more times in a row, or 'off'. Default 2")] = None,
+    min_numeral_similarity: Annotated[Optional[str], typer.Option(help="Minimum agreement of the two sides' digits (0-1), or 'off'. Default 0.5")] = None,
+    min_terminal_punctuation: Annotated[Optional[str], typer.Option(help="Minimum terminal-punctuation score (OpusFilter), or 'off' for paragraphs. Default -2")] = None,
+    truncation: Annotated[Optional[bool], typer.Option("--truncation/--no-truncation", help="Drop a side that stops mid-sentence where its partner ends one (default on)")] = None,
+) -> dict:
+    """The pair filters' options (`PairFilterSettings`); what is not given keeps the settings' default."""
+    one = lambda value, option: per_language(value and [value], option)  # noqa: E731  (a number or 'off')
+    options = {
+        "min_script_share": per_language(min_script_share, "--min-script-share"),
+        "scripts": assignments(script, "--script") if script else UNSET,
+        "min_cosine": per_language(min_cosine, "--min-cosine"),
+        "min_margin": per_language(min_margin, "--min-margin"),
+        "max_rank": per_language(max_rank, "--max-rank"),
+        "margin_k": margin_k, "center_embeddings": center_embeddings,
+        "max_length_ratio": one(max_length_ratio, "--max-length-ratio"),
+        "min_words": min_words, "max_words": one(max_words, "--max-words"),
+        "min_chars": min_chars, "max_chars": one(max_chars, "--max-chars"),
+        "max_copy_similarity": one(max_copy_similarity, "--max-copy-similarity"), "max_lcs_ratio": max_lcs_ratio,
+        "max_repeats": one(max_repeats, "--max-repeats"),
+        "min_numeral_similarity": one(min_numeral_similarity, "--min-numeral-similarity"),
+        "min_terminal_punctuation": one(min_terminal_punctuation, "--min-terminal-punctuation"),
+        "truncation": truncation,
+    }
+    # None from typer: not given (the settings' default applies); UNSET likewise; an 'off' is a given None.
+    return {name: value for name, value in options.items() if value is not UNSET and not (value is None and name in _PLAIN)}
+
+
+# Options typer hands over as None when not given (those parsed by `per_language` say UNSET instead).
+_PLAIN = {"margin_k", "center_embeddings", "min_words", "min_chars", "max_lcs_ratio", "truncation"}
+
+
+def with_pair_filter_options(task_options: Callable) -> Callable:
+    """`task_options(filters, **its own options)` as one that also takes every option of
+    `pair_filter_options` (declared once, there), after its own, and passes them on as `filters`."""
+    shared = list(inspect.signature(pair_filter_options).parameters.values())
+    task = inspect.signature(task_options)
+    own = [parameter for name, parameter in task.parameters.items() if name != "filters"]
+
+    @functools.wraps(task_options)
+    def options(*args, **kwargs):
+        filters = pair_filter_options(**{parameter.name: kwargs.pop(parameter.name) for parameter in shared})
+        return task_options(filters, *args, **kwargs)
+
+    options.__signature__ = task.replace(parameters=[*own, *shared])
+    options.__annotations__ = {p.name: p.annotation for p in options.__signature__.parameters.values()}
+    return options
+
+
+_OFF = ("off", "none")
+UNSET = object()  # an option not given: the config's default applies
+
+
+def _value(text: str):
+    """'0.5' -> 0.5, '2' -> 2, 'p5' -> 'p5', 'off' -> None."""
+    if text.strip().lower() in _OFF:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip()
+
+
+def per_language(values: list[str] | None, option: str):
+    """An option given as VALUE and/or LANG=VALUE (repeatable): UNSET when not given at all, the
+    value alone, or {lang: value, '*': value for the others}. 'off' (None) turns the filter off."""
+    if not values:
+        return UNSET
+    by_lang = {}
+    for item in values:
+        lang, sep, value = item.partition("=")
+        if not sep:
+            lang, value = "*", item
+        elif not lang.strip() or not value.strip():
+            raise typer.BadParameter(f"{item!r} is not LANG=VALUE", param_hint=option)
+        by_lang[lang.strip()] = _value(value)
+    return by_lang["*"] if list(by_lang) == ["*"] else by_lang
+
+
+def assignments(values: list[str] | None, option: str) -> dict[str, str]:
+    """LANG=VALUE options (repeatable) as a dict."""
+    pairs = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise typer.BadParameter(f"{item!r} is not LANG=VALUE", param_hint=option)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def given(**options) -> dict:
+    """The options the user gave (the others keep the config's defaults)."""
+    return {name: value for name, value in options.items() if value is not UNSET}
+
+
 @with_job_options
+@with_pair_filter_options
 def backtranslate_config(
+    filters: dict,
     job: dict,
     pivot: Annotated[str, typer.Option(help="Language to translate into (the synthetic side)")] = "en",
     out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/backtranslate"),
-    min_cosine: Annotated[float, typer.Option(help="Minimum cosine of the two sides")] = 0.80,
-    min_margin: Annotated[Optional[float], typer.Option(help="Minimum ratio margin within the chunk")] = 1.0,
-    max_rank: Annotated[Optional[int], typer.Option(help="Maximum rank of the true partner within the chunk (off by default)")] = None,
-    margin_k: Annotated[int, typer.Option(help="Neighbours per side in the ratio margin")] = 4,
-    max_length_ratio: Annotated[float, typer.Option(help="Maximum longer/shorter length ratio (characters)")] = 3.0,
-    max_copy_similarity: Annotated[float, typer.Option(help="Drop translations this similar to the source (0-1)")] = 0.8,
 ) -> BacktranslateConfig:
     """Parameters of `synth backtranslate` (also `python flows/backtranslate.py`) as a validated config."""
-    return BacktranslateConfig(
-        **job, pivot=pivot, out=out, min_cosine=min_cosine, min_margin=min_margin, max_rank=max_rank, margin_k=margin_k,
-        max_length_ratio=max_length_ratio, max_copy_similarity=max_copy_similarity,
+    return BacktranslateConfig(**job, **filters, pivot=pivot, out=out)
+
+
+# The options `synth filter` shares with the generation jobs (declared once, in `job_options`).
+_FILTER_JOB_OPTIONS = (
+    "embedder", "lid_detectors", "lid_min_score", "lid_detector",
+    "rows_per_shard", "license", "splits", "push_to_hub", "private", "hub_token_env",
+)
+
+
+def with_filter_job_options(task_options: Callable) -> Callable:
+    """`task_options(shared, **its own)` as one that also takes the `_FILTER_JOB_OPTIONS` of `job_options`."""
+    shared = [p for name, p in inspect.signature(job_options).parameters.items() if name in _FILTER_JOB_OPTIONS]
+    task = inspect.signature(task_options)
+    own = [parameter for name, parameter in task.parameters.items() if name != "shared"]
+
+    @functools.wraps(task_options)
+    def options(*args, **kwargs):
+        values = {parameter.name: kwargs.pop(parameter.name) for parameter in shared}
+        values["lid_detectors"] = [d.strip() for d in values["lid_detectors"].split(",") if d.strip() and d.strip() != "none"]
+        values["lid_detector"] = assignments(values["lid_detector"], "--lid-detector")
+        values.update(given(lid_min_score=per_language(values.pop("lid_min_score"), "--lid-min-score")))
+        return task_options(*args, values, **kwargs)
+
+    options.__signature__ = task.replace(parameters=[*own, *shared])
+    options.__annotations__ = {p.name: p.annotation for p in options.__signature__.parameters.values()}
+    return options
+
+
+@with_pair_filter_options
+@with_filter_job_options
+def filter_config(
+    filters: dict,
+    shared: dict,
+    pairs: Annotated[list[str], typer.Argument(help="The parallel corpus: one .tsv/.csv/.jsonl/.parquet file of pairs, or two aligned text files (source first; line N of one translates line N of the other)")],
+    src_lang: Annotated[str, typer.Option(help="Language of the source side, ISO 639-1/3 (`text` in the output)")],
+    tgt_lang: Annotated[str, typer.Option(help="Language of the target side (`translation` in the output)")],
+    out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/filter"),
+    src_field: Annotated[str, typer.Option(help="Column/field of the source side; a `translation` column keyed by language is found without it; a TSV without this header: column 1")] = "src",
+    tgt_field: Annotated[str, typer.Option(help="Column/field of the target side; a TSV without the header: column 2")] = "tgt",
+    input_format: Annotated[str, typer.Option("--format", help="auto (by extension), tsv, csv, jsonl or parquet; two files are text")] = "auto",
+    limit: Annotated[Optional[int], typer.Option(help="Stop after this many pairs")] = None,
+    near_duplicate: Annotated[str, typer.Option(help="Drop a pair this similar (MinHash Jaccard, 0-1) to an earlier one, or 'off': exact duplicates only")] = "0.8",
+    chunk_size: Annotated[int, typer.Option(help="Pairs per chunk: the batch of the margin and rank scores")] = 256,
+) -> FilterConfig:
+    """Parameters of `synth filter` (also `python flows/filter.py`) as a validated config."""
+    return FilterConfig(
+        **shared, **filters, pairs=pairs, src_lang=src_lang, tgt_lang=tgt_lang, out=out, src_field=src_field,
+        tgt_field=tgt_field, input_format=input_format, limit=limit, near_duplicate=_value(near_duplicate), chunk_size=chunk_size,
     )
 
 
@@ -257,6 +410,15 @@ def is_write_failure(error: OSError | sqlite3.Error) -> bool:
     )
 
 
+@app.command("filter", help="Filter an existing parallel corpus with the pair filters and publish it like a generated dataset (rejects and funnel included).")
+@functools.wraps(filter_config)
+def filter_pairs(**kwargs) -> None:
+    from synth.filter_job import FilterJob
+
+    config = _validated(filter_config, kwargs)
+    _run_job(FilterJob, config, "filtering", "pairs", "")
+
+
 def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: str) -> None:
     """Run a job in this process with a progress line, then print its funnel and what it wrote."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -288,20 +450,21 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
         )
     print_funnel(stats)
     generation, run = stats["generation"], stats["run"]
-    console.print(
-        f"kept {published.kept_rows} {rows}, rejected {published.rejected_rows}; this run sent {run['requests']} requests "
-        f"({run['cache_hits']} answers from the cache, {run['chunks_reused']} of {run['chunks']} chunks done before), "
-        f"tokens {run['prompt_tokens']} prompt + {run['completion_tokens']} completion"
-        + (f", ${run['cost_usd']:.4f}" if "cost_usd" in run else "")
-        + f"; dataset tokens {generation['prompt_tokens']} prompt + {generation['completion_tokens']} completion"
-        + (f", ${generation['cost_usd']:.4f}; " if "cost_usd" in generation else "; ")
-        + f"{time.time() - started:.1f} s",
-        highlight=False,
-    )
+    summary = f"kept {published.kept_rows} {rows}, rejected {published.rejected_rows}; "
+    if job_class.generates:
+        summary += (
+            f"this run sent {run['requests']} requests "
+            f"({run['cache_hits']} answers from the cache, {run['chunks_reused']} of {run['chunks']} chunks done before), "
+            f"tokens {run['prompt_tokens']} prompt + {run['completion_tokens']} completion"
+            + (f", ${run['cost_usd']:.4f}" if "cost_usd" in run else "")
+            + f"; dataset tokens {generation['prompt_tokens']} prompt + {generation['completion_tokens']} completion"
+            + (f", ${generation['cost_usd']:.4f}; " if "cost_usd" in generation else "; ")
+        )
+    console.print(summary + f"{time.time() - started:.1f} s", highlight=False)
     console.print(f"dataset: {published.out_dir}/ (README.md, stats.json, plots/; configs {config_summary(published)})", highlight=False)
     print_hub_push(published.hub)
     if published.kept_rows == 0:
-        hint = small_model_hint if not config.base_url else ""
+        hint = small_model_hint if not getattr(config, "base_url", None) else ""
         console.print(f"[yellow]No row passed the filters; the reasons are in {published.out_dir}/rejects/.{hint}[/]", highlight=False)
 
 
@@ -309,15 +472,29 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
 def languages(
     lang: Annotated[Optional[list[str]], typer.Argument(help="Only these languages")] = None,
     detectors: Annotated[str, typer.Option(help="Detectors in order of preference")] = "pycld2,langdetect,py3langid",
+    lid_detector: Annotated[Optional[list[str]], typer.Option(metavar="LANG=DETECTOR", help="The detector that checks a language (repeatable), as in the jobs")] = None,
+    markdown: Annotated[bool, typer.Option(help="Print a markdown table (docs/languages.md is made with it)")] = False,
 ) -> None:
-    """Which language detector covers which language, and which one synth uses."""
+    """Which language detector covers which language, which one synth uses, and the script expected."""
     from synth.filters.langid import LanguageIdentifier
 
     names = [d.strip() for d in detectors.split(",") if d.strip()]
-    identifier = LanguageIdentifier(names)
-    table = Table("lang", "name", *names, "chosen")
-    for row in identifier.coverage(lang or None):
-        table.add_row(row["lang"], row["name"], *("yes" if row[n] else "-" for n in names), row["chosen"] or "unverified")
+    try:
+        identifier = LanguageIdentifier(names, chosen=assignments(lid_detector, "--lid-detector"))
+    except ValueError as error:
+        _fail(str(error))
+    columns = ["lang", "name", *names, "chosen", "script"]
+    rows = [
+        [row["lang"], row["name"], *("yes" if row[n] else "-" for n in names), row["chosen"] or "unverified", row["script"] or "?"]
+        for row in identifier.coverage(lang or None)
+    ]
+    if markdown:
+        print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+        print("\n".join("| " + " | ".join(cells) + " |" for cells in rows))
+        return
+    table = Table(*columns)
+    for cells in rows:
+        table.add_row(*cells)
     Console().print(table)
 
 

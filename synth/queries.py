@@ -14,7 +14,7 @@ import textwrap
 from collections.abc import Iterator
 from itertools import islice
 
-from synth.config import QueriesConfig
+from synth.config import NO_EMBEDDER, QueriesConfig
 from synth.filters.base import FilterChain
 from synth.filters.embedding import load_embedder
 from synth.filters.retrieval import (
@@ -150,16 +150,13 @@ class QueriesJob(ChunkedJob):
 
     def filter_chain(self, chunk: Chunk) -> FilterChain:
         c = self.config
-        index = PassageIndex(load_embedder(c.embedder), {segment.id: segment.text for segment in chunk.segments})
-        return FilterChain([
-            EmptyQueryFilter(),
-            QueryChatterFilter(),
-            DuplicateQueryFilter(),
-            CopiedSpanFilter(c.max_copied_span),
-            QueryLanguageFilter(self.language_identifier),
-            QueryConsistencyFilter(index, c.min_cosine),
-            RoundTripFilter(index, c.round_trip_k, c.negatives),
-        ])
+        filters = [EmptyQueryFilter(), QueryChatterFilter(), DuplicateQueryFilter(), CopiedSpanFilter(c.max_copied_span)]
+        if c.lid_detectors:
+            filters.append(QueryLanguageFilter(self.language_identifier))
+        if c.embedder != NO_EMBEDDER:
+            index = PassageIndex(load_embedder(c.embedder), {segment.id: segment.text for segment in chunk.segments})
+            filters += [QueryConsistencyFilter(index, c.min_cosine), RoundTripFilter(index, c.round_trip_k, c.negatives)]
+        return FilterChain(filters)
 
     def fingerprint_settings(self) -> dict:
         c = self.config
@@ -168,7 +165,7 @@ class QueriesJob(ChunkedJob):
             "lang": c.lang, "query_lang": c.query_lang, "per_passage": c.per_passage,
             "max_passage_chars": c.max_passage_chars, "embedder": c.embedder, "min_cosine": c.min_cosine,
             "round_trip_k": c.round_trip_k, "max_copied_span": c.max_copied_span, "negatives": c.negatives,
-            "lid": c.lid_detectors, "lid_min": c.lid_min_score,
+            "lid": c.lid_detectors, "lid_detector": c.lid_detector, "lid_min": c.lid_min_score,
         }
 
     def views(self) -> list[View]:
@@ -214,7 +211,8 @@ class QueriesJob(ChunkedJob):
                 "own query. Splits go by `passage_id`: a passage and all its queries are in one split."
             ),
             lang=c.lang, pivot_lang=c.query_lang, model=self.model_name, generation_params=c.generation_params,
-            prompt_versions=self.prompt_versions, embedder=load_embedder(c.embedder).name,
+            prompt_versions=self.prompt_versions,
+            embedder=load_embedder(c.embedder).name if c.embedder != NO_EMBEDDER else "none (consistency and round trip not checked)",
             lid_detectors=self.lid_detectors_used(),
             thresholds={
                 "min_cosine": c.min_cosine, "round_trip_k": c.round_trip_k, "max_copied_span": c.max_copied_span,

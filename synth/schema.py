@@ -70,6 +70,18 @@ QUERY_FIELDS = [
 QUERY_SCHEMA = pa.schema(QUERY_FIELDS)
 QUERY_REJECT_SCHEMA = pa.schema(QUERY_FIELDS + [REJECT_SCHEMA.field("reject_stage"), REJECT_SCHEMA.field("reject_reason")])
 
+# A pair of an existing parallel corpus, filtered (`synth filter`): `text` in `lang` (the corpus's
+# source side), `translation` in `pivot_lang` (its target side); neither is known to be synthetic.
+# The columns are the back-translation ones that apply, so both kinds of dataset read alike.
+_PAIR_COLUMNS = {
+    "id", "text", "translation", "lang", "pivot_lang", "source", "line", "consistency", "margin", "partner_rank",
+    "lid_lang", "lid_score", "lid_detector", "lid_status", "text_lid_lang", "text_lid_score", "text_lid_detector",
+    "text_lid_status",
+}
+PAIR_FIELDS = [field for field in BACKTRANSLATION_FIELDS if field.name in _PAIR_COLUMNS]  # `id`: of the two sides
+PAIR_SCHEMA = pa.schema(PAIR_FIELDS)
+PAIR_REJECT_SCHEMA = pa.schema(PAIR_FIELDS + [REJECT_SCHEMA.field("reject_stage"), REJECT_SCHEMA.field("reject_reason")])
+
 
 def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Rows (dicts) to a table with exactly `schema`'s columns; missing keys become nulls."""

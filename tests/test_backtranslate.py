@@ -61,6 +61,14 @@ def rows(out: Path, kind: str = "data") -> list[dict]:
     return [row for file in files for row in pq.read_table(file).to_pylist()]
 
 
+def load(out: Path, config: str | None = None):
+    """`datasets.load_dataset` of a published folder, built from its files now: `datasets` keys its
+    cache of a local folder by the folder's name and the card's `configs` only (datasets 5.2), so a
+    folder of the same name published earlier (another run, another test session) would be
+    returned instead."""
+    return load_dataset(str(out), config, download_mode="force_redownload")
+
+
 def stats_of(out: Path) -> dict:
     return json.loads((out / "stats.json").read_text(encoding="utf-8"))
 
@@ -152,11 +160,11 @@ def test_good_udhr_pairs_are_kept(code: str, good_runs) -> None:
     # With perfect translations, only the embedding filter may drop anything.
     assert {row["reject_stage"] for row in rejected} <= {"embedding"}
 
-    dataset = load_dataset(str(out))  # the default config: train (and any held-out split) of the kept rows
+    dataset = load(out)  # the default config: train (and any held-out split) of the kept rows
     assert sum(split.num_rows for split in dataset.values()) == len(kept)
     assert KEPT_COLUMNS <= set(dataset["train"].column_names)
     assert sorted(text for split in dataset.values() for text in split["text"]) == sorted(row["text"] for row in kept)
-    assert load_dataset(str(out), "rejects")["train"].num_rows == len(rejected)
+    assert load(out, "rejects")["train"].num_rows == len(rejected)
 
     stats = stats_of(out)
     check_funnel(stats, lang, 30)
@@ -243,7 +251,7 @@ def test_bad_answers_are_dropped_with_the_right_reason(bad_answers_run) -> None:
     assert {row["line"] for row in kept} <= good_lines
 
     assert {row["reject_stage"] for row in rejected} >= {"empty", "refusal", "copy", "repetition", "language_id", "embedding"}
-    dataset = load_dataset(str(out), "rejects")["train"]
+    dataset = load(out, "rejects")["train"]
     assert {"reject_stage", "reject_reason"} <= set(dataset.column_names)
     assert dataset.num_rows == len(rejected)
 
@@ -330,7 +338,7 @@ def test_rerun_is_idempotent_and_sends_nothing(openai_server: ServerProcess, goo
     assert openai_server.stats()["requests"] == requests
     assert stats["run"]["requests"] == 0
     assert published_files(out) == before
-    assert sum(split.num_rows for split in load_dataset(str(out)).values()) == kept_before
+    assert sum(split.num_rows for split in load(out).values()) == kept_before
 
     # Another threshold: the chunk is filtered again, every answer comes from the cache. (A length-
     # ratio cut of 1.01 drops most pairs before the slow embedding filter: the test stays quick.)

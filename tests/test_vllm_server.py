@@ -10,6 +10,7 @@ SmolLM2-135M cannot translate Zulu; it turns UDHR Spanish into rough English, so
 Spanish sentences (7 of 8 kept when measured) and English passages for the queries.
 """
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -24,7 +25,7 @@ from typer.testing import CliRunner
 
 from synth.cli import app, engine_args
 from synth.data import udhr_path
-from synth.generate.backends import converted_smollm2
+from synth.generate.backends import Completion, FatalError, MicroBatchedBackend, converted_smollm2
 
 from conftest import REPO_ROOT, SYNTH_BIN
 
@@ -66,6 +67,12 @@ def rows(out: Path, kind: str) -> list[dict]:
 
 def stats_of(out: Path) -> dict:
     return json.loads((out / "stats.json").read_text(encoding="utf-8"))
+
+
+def last_run(out: Path) -> dict:
+    """What the latest run of a job sent (its record in OUT/.synth/runs)."""
+    newest = max((out / ".synth" / "runs").glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
+    return json.loads(newest.read_text(encoding="utf-8"))
 
 
 def served_requests(base_url: str) -> float:
@@ -143,7 +150,7 @@ def test_backtranslate_against_vllm(served_backtranslation, vllm_server, vllm_en
     # A rerun takes every answer from the cache: vLLM sees no new request.
     before = served_requests(vllm_server)
     synth(vllm_env, "backtranslate", *backtranslate_args(out), "--base-url", vllm_server, "--model", SERVED_NAME)
-    assert stats_of(out)["run"]["requests"] == 0
+    assert last_run(out)["requests"] == 0
     assert served_requests(vllm_server) == before
 
 
@@ -184,7 +191,7 @@ def test_batch_files_through_vllm_run_batch(tmp_path, vllm_server, model_dir, vl
     assert f"imported {RECORDS} answers" in imported.stderr
     before = served_requests(vllm_server)
     synth(vllm_env, "backtranslate", *backtranslate_args(out), "--base-url", vllm_server, "--model", SERVED_NAME)
-    assert stats_of(out)["run"]["requests"] == 0 and stats_of(out)["run"]["cache_hits"] == RECORDS
+    assert last_run(out)["requests"] == 0 and last_run(out)["cache_hits"] == RECORDS
     assert served_requests(vllm_server) == before
 
 
@@ -206,16 +213,15 @@ def test_in_process_vllm_gives_the_served_answers(tmp_path, served_backtranslati
 # --- without vLLM (the default suite) --------------------------------------------------------------
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
-def test_backend_vllm_without_vllm_fails_clearly(tmp_path, synth_env):
-    done = subprocess.run(
-        [str(SYNTH_BIN), "backtranslate", str(udhr_path("zul")), "--lang", "zu", "--limit", "2", "--out", str(tmp_path / "out"),
-         "--backend", "vllm", "--model", "Qwen/Qwen2.5-7B-Instruct"],
-        env=synth_env, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 3, done.stderr
-    message = " ".join(done.stderr.split())
+def test_backend_vllm_without_vllm_fails_clearly(tmp_path):
+    done = CliRunner().invoke(app, [
+        "backtranslate", str(udhr_path("zul")), "--lang", "zu", "--limit", "2", "--out", str(tmp_path / "out"),
+        "--backend", "vllm", "--model", "Qwen/Qwen2.5-7B-Instruct",
+    ])
+    assert done.exit_code == 3, done.output
+    message = " ".join(done.output.split())
     assert "--backend vllm needs the vllm package, which is not installed" in message
-    assert "scripts/vllm_env.sh" in message and "--base-url" in message and "Traceback" not in done.stderr
+    assert "scripts/vllm_env.sh" in message and "--base-url" in message
     assert not (tmp_path / "out" / "data").exists()
 
 
@@ -235,3 +241,42 @@ def test_backend_vllm_options_are_checked():
     assert engine_args(["tensor_parallel_size=2", "gpu-memory-utilization=0.9", "enforce_eager=true", "dtype=bfloat16"]) == {
         "tensor_parallel_size": 2, "gpu_memory_utilization": 0.9, "enforce_eager": True, "dtype": "bfloat16",
     }
+
+
+class EchoModel(MicroBatchedBackend):
+    """A stand-in model for the batching `VLLMBackend` and `TransformersBackend` share: it answers
+    each prompt with what it was asked and records the batches it was given."""
+
+    model = "echo"
+
+    def __init__(self, load_error: Exception | None = None):
+        self.batches: list[int] = []
+        self.load_error = load_error
+        super().__init__(batch_size=64, gather_seconds=0.5)  # generous: a busy machine is slow to queue 40
+
+    def _load(self):
+        if self.load_error:
+            raise self.load_error
+        return "loaded"
+
+    def _generate(self, loaded, batch):
+        self.batches.append(len(batch))
+        return [Completion(f"{loaded} {messages[0]['content']} {params['max_tokens']}") for messages, params, _ in batch]
+
+
+def test_requests_are_gathered_into_one_model_call_per_parameter_set():
+    async def ask(backend, count):
+        return await asyncio.gather(*(
+            backend.complete([{"role": "user", "content": str(i)}], {"max_tokens": 8 + i % 2}) for i in range(count)
+        ))
+
+    backend = EchoModel()
+    answers = asyncio.run(ask(backend, 40))
+    assert [answer.text for answer in answers] == [f"loaded {i} {8 + i % 2}" for i in range(40)]
+    assert backend.batches == [20, 20]  # gathered within the window, split by parameter set
+    backend.shutdown()
+
+    broken = EchoModel(load_error=RuntimeError("CUDA out of memory"))
+    with pytest.raises(FatalError, match="CUDA out of memory"):
+        asyncio.run(ask(broken, 3))
+    broken.shutdown()

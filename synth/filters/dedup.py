@@ -56,3 +56,13 @@ class PairDeduplicator:
         self._lsh.insert(len(self._signatures), minhash, check_duplication=False)
         self._signatures.append(signature)
         return None
+
+
+class DuplicateFilter:
+    """Drops the rows marked as repeats while the corpus was read (a PairDeduplicator over the
+    whole run, in corpus order), with the mark as the reason."""
+
+    name = "duplicate"
+
+    def judge(self, rows: list[dict]) -> list[str | None]:
+        return [row.get("duplicate") for row in rows]

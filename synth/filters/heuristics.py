@@ -24,7 +24,14 @@ REFUSAL = re.compile(
     r"\bi (?:do not|don't) (?:know|understand) (?:the|this|what)\b|"
     r"\bhere(?:'s| is| are) (?:the|a|my|your) (?:\w+ )?translations?\b|\b(?:the )?translation (?:is|reads)\s*:|"
     r"^\W*(?:translation|translated text)\s*:|^\W*(?:sure|certainly|of course)\s*[,!.]|"
-    r"\bi hope (?:this|that) helps\b|\blet me know if\b|\bnote:\s",
+    r"\bi hope (?:this|that) helps\b|\blet me know if\b|\bnote:\s|"
+    # The same in the other common pivot languages (French, Spanish, Portuguese).
+    r"\bje suis désolée?,? mais\b|\bje ne (?:peux|suis) pas (?:traduire|fournir|aider|en mesure)|"
+    r"\ben tant que (?:modèle de langage|ia\b|intelligence artificielle)|\bvoici (?:la|une) traduction\b|"
+    r"\blo siento,? pero\b|\bno puedo (?:traducir|proporcionar|ayudar)|"
+    r"\bcomo (?:un )?(?:modelo de lenguaje|ia\b|inteligencia artificial)|\baquí (?:está|tienes) la traducción\b|"
+    r"\bdesculpe,? mas\b|\bnão (?:posso|consigo) (?:traduzir|fornecer|ajudar)|"
+    r"\bcomo (?:um )?modelo de linguagem|\baqui está a tradução\b",
     re.I | re.M,
 )
 # OpusFilter's RepetitionFilter pattern: a string of min_length..max_length characters (not

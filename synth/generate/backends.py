@@ -59,16 +59,14 @@ def _retry_after(headers) -> float | None:
         return None
 
 
-def _refused(error: BaseException | None) -> bool:
-    """Whether a failed request never got a connection (refused, no such host). The aiohttp
-    transport reports those as connect *timeouts*, so the cause is what tells."""
+def _connect_error(error: BaseException | None) -> BaseException | None:
+    """The error of a request that never got a connection (refused, no such host), else None. The
+    aiohttp transport reports those as connect *timeouts*: the cause is what tells."""
     import aiohttp
 
-    while error is not None:
-        if isinstance(error, aiohttp.ClientConnectorError):
-            return True
+    while error is not None and not isinstance(error, aiohttp.ClientConnectorError):
         error = error.__cause__
-    return False
+    return error
 
 
 class OpenAIBackend:
@@ -176,13 +174,13 @@ class OpenAIBackend:
                 )
         except (openai.APIConnectionError, TimeoutError) as error:
             self._unanswered(index)
-            if _refused(error):
+            if refused := _connect_error(error):
                 if self._unreachable():  # a wrong URL or a server not started: no use retrying every record
                     raise FatalError(
                         f"the endpoint looks down: cannot connect to {', '.join(self.base_urls)} ({self.rest_after} "
-                        f"attempts in a row each; last: {error}). Check --base-url and that the server is up."
+                        f"attempts in a row each; last: {refused}). Check --base-url and that the server is up."
                     ) from error
-                raise TransientError("connection", f"cannot connect to {url}: {error}") from error
+                raise TransientError("connection", f"cannot connect to {url}: {refused}") from error
             if isinstance(error, (openai.APITimeoutError, TimeoutError)):  # slow or hung: the circuit judges
                 raise TransientError("timeout", f"no answer from {url} within {self.timeout:g} s") from error
             raise TransientError("connection", f"lost the connection to {url}: {error}") from error

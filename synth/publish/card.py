@@ -109,7 +109,7 @@ def render_card(
         _training_section(info, configs),
         _columns_section(info),
         _funnel_section(stats.get("funnel") or {}, plots.get("funnel")),
-        _thresholds_section(info.thresholds, plots.get("scores")),
+        _thresholds_section(info.thresholds, plots.get("scores"), stats.get("funnel") or {}),
         _lid_section(info, stats.get("lid") or {}),
         _models_section(info, stats.get("generation") or {}),
         _prompts_section(info.prompt_versions),
@@ -219,10 +219,16 @@ def _dropped(reasons: dict) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in reasons.items()) or "-"
 
 
-def _thresholds_section(thresholds: dict, plot: str | None) -> str:
+def _thresholds_section(thresholds: dict, plot: str | None, funnel: dict) -> str:
     if not thresholds:
         return ""
-    rows = [f"| `{name}` | {'off' if value is None else value} |" for name, value in thresholds.items()]
+    rows = [f"| `{name}` | {'off' if value is None else _cell(value)} |" for name, value in thresholds.items()]
+    # Thresholds given as a percentile ('p5') resolve to a value per chunk: the range they took.
+    for steps in funnel.values():
+        for step in steps:
+            for name, d in (step.get("derived") or {}).items():
+                value = f"{d['min']:g}" if d["min"] == d["max"] else f"{d['min']:g} to {d['max']:g}"
+                rows.append(f"| `{name}` (derived per chunk) | {value} over {d['batches']} chunk{'s' if d['batches'] != 1 else ''} |")
     text = "## Thresholds\n\n| threshold | value |\n|---|---|\n" + "\n".join(rows)
     if plot:
         text += (
@@ -256,6 +262,8 @@ def _lid_section(info: CardInfo, lid_stats: dict) -> str:
 
 
 def _models_section(info: CardInfo, generation: dict) -> str:
+    if not info.model:  # nothing generated (a filtered corpus)
+        return f"## Models\n\n- embedder (consistency and margin): `{info.embedder}`"
     params = json.dumps(info.generation_params, ensure_ascii=False, sort_keys=True)
     lines = [
         f"- generator: `{info.model}`, parameters `{params}`",

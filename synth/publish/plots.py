@@ -33,7 +33,9 @@ def write_plots(
     if any(funnel.values()):
         figures["funnel"] = funnel_figure(funnel)
     if any(values for sides in scores.values() for values in sides.values()):
-        figures["scores"] = scores_figure(scores, {c: thresholds.get(t) if t else None for c, t in score_columns.items()})
+        # A threshold given otherwise than as a number (a percentile, resolved per chunk) is not drawn.
+        drawn = {c: thresholds.get(t) for c, t in score_columns.items() if isinstance(thresholds.get(t), int | float)}
+        figures["scores"] = scores_figure(scores, drawn)
     written = {}
     for kind, figure in figures.items():
         path = out_dir / PLOTS_FOLDER / f"{kind}.png"
