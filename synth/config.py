@@ -64,6 +64,8 @@ def _per_language_keys(value):
 PerLanguageFloat = Annotated[float | dict[str, float] | None, AfterValidator(_per_language_keys)]
 # The same for the embedding's minimum scores, which may also be a percentile of the chunk ("p5").
 PerLanguageCut = Annotated[float | str | dict[str, float | str] | None, AfterValidator(_per_language_keys)]
+# What a flow parameter of a per-language setting accepts (validated by the config it is passed to).
+PerLanguageValue = float | str | dict[str, float | str | None] | None
 
 
 class FilterSettings(BaseModel):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import secrets
 import threading
@@ -101,12 +102,25 @@ BUFFERED_ROWS = 4096
 def _filter_process() -> ProcessPoolExecutor:
     global _filter_pool
     if _filter_pool is None:
-        # Niced: where CPU is short, the event loop (and a local server) go first and the filters,
-        # which may lag behind by BUFFERED_ROWS, take what is left.
         _filter_pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(10,)
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_filter_worker
         )
     return _filter_pool
+
+
+def _start_filter_worker() -> None:
+    # Niced: where CPU is short, the event loop (and a local server) go first and the filters,
+    # which may lag behind by BUFFERED_ROWS, take what is left.
+    os.nice(5)
+    # A pool worker outlives a parent killed with -9 (it holds its own end of the task queue):
+    # exit with it instead. What the worker was staging is redone on the rerun.
+    parent = multiprocessing.parent_process()
+
+    def exit_with_parent() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, name="synth-exit-with-parent", daemon=True).start()
 
 
 def _filter_and_stage_in_worker(job_class: type, config, chunk, answered, failed, generation) -> "ChunkResult":

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -35,11 +36,12 @@ from conftest import SYNTH_BIN
 MODEL = "udhr-oracle"
 ENGLISH = [" ".join(line.split()) for line in udhr_articles("eng")]
 PROMPT = BacktranslationPrompt.load()
-# Measured with the default thresholds (one chunk of 30, the oracle's perfect translations):
-# zul 29/30, xho 29/30, swh 28/30, som 29/30 kept; every drop is a `low_margin` of 0.97-0.999
-# (UDHR articles resemble each other, so e5 sometimes ranks a neighbour above the partner).
-# The bounds sit one row below what was measured, so a regression shows.
-GOOD_LANGUAGES = {"zul": ("zu", 28), "xho": ("xh", 28), "swh": ("sw", 27), "som": ("so", 28)}
+# Measured with the default filters (one chunk of 30, the oracle's perfect translations), kept of 30:
+# zul 28, xho 28, swh 29, som 27. What drops a human translation: UDHR article 26 (116 English
+# words) by `length` (max_words 100, a sentence-level default; these lines are paragraphs), article
+# 21 of zul by `terminal_punctuation`, and 1-2 `low_margin` (UDHR articles resemble each other, so
+# e5 sometimes ranks a neighbour above the partner). The bounds sit one row below, so a regression shows.
+GOOD_LANGUAGES = {"zul": ("zu", 27), "xho": ("xh", 27), "swh": ("sw", 28), "som": ("so", 26)}
 KEPT_COLUMNS = {
     "id", "text", "translation", "lang", "pivot_lang", "synthetic_side", "consistency", "margin",
     "lid_lang", "lid_score", "model", "prompt_version",
@@ -62,11 +64,12 @@ def rows(out: Path, kind: str = "data") -> list[dict]:
 
 
 def load(out: Path, config: str | None = None):
-    """`datasets.load_dataset` of a published folder, built from its files now: `datasets` keys its
-    cache of a local folder by the folder's name and the card's `configs` only (datasets 5.2), so a
-    folder of the same name published earlier (another run, another test session) would be
-    returned instead."""
-    return load_dataset(str(out), config, download_mode="force_redownload")
+    """`datasets.load_dataset` of a published folder, built from its files now, in a cache of its
+    own: datasets 5.2 keys its cache of a local folder by the folder's name and the card's
+    `configs` only, so a folder of the same name loaded before (a run with other settings, another
+    test, another session) would come back instead, or its features fail to cast."""
+    cache = tempfile.mkdtemp(prefix=".hf-datasets-", dir=out.parent)
+    return load_dataset(str(out), config, cache_dir=cache)
 
 
 def stats_of(out: Path) -> dict:
@@ -154,11 +157,15 @@ def test_good_udhr_pairs_are_kept(code: str, good_runs) -> None:
         assert (row["lang"], row["pivot_lang"], row["synthetic_side"]) == (lang, "en", "translation")
         assert (row["model"], row["prompt_version"]) == (MODEL, PROMPT.version)
         assert row["lid_lang"] == "en" and row["lid_score"] >= 0.5
-        assert row["consistency"] >= 0.80 and row["margin"] >= 1.0
+        assert row["consistency"] is not None and row["margin"] >= 1.0  # min_margin 1.0 (no cosine cut by default)
         assert row["source"] == str(udhr_path(code))
     assert len({row["id"] for row in kept}) == len(kept)
-    # With perfect translations, only the embedding filter may drop anything.
-    assert {row["reject_stage"] for row in rejected} <= {"embedding"}
+    # Human translations: no filter that judges whether the answer is a translation at all may
+    # fire. (The length and terminal-punctuation filters, tuned for sentences, do drop a UDHR
+    # article or two: these lines are paragraphs. The embedding filter may drop a pair whose
+    # partner is not the best match within the chunk.)
+    never = {"generate", "empty", "refusal", "truncation", "copy", "repetition", "language_id", "script", "numerals"}
+    assert not {row["reject_stage"] for row in rejected} & never, [(r["line"], r["reject_reason"]) for r in rejected]
 
     dataset = load(out)  # the default config: train (and any held-out split) of the kept rows
     assert sum(split.num_rows for split in dataset.values()) == len(kept)
@@ -188,9 +195,9 @@ BAD = {
     4: ("loop", None),
 }
 # A model stuck in a loop: a start, then "the the the ..." up to about the source's length (so
-# that the length-ratio filter, which runs first, lets it through).
+# that the length filters, which run first, let it through), and a full stop.
 _START = ENGLISH[4].split(",")[0]
-BAD[4] = ("loop", _START + " the" * max(12, (len(normalize_text(ZULU[4])) - len(_START)) // 4))
+BAD[4] = ("loop", _START + " the" * max(12, (len(normalize_text(ZULU[4])) - len(_START)) // 4) + ".")
 # Five articles of similar length (so the length-ratio filter cannot tell), each answered with the
 # English of the next one (a rotation: every English article still appears once in the batch):
 # fluent English that means something else.
@@ -239,7 +246,7 @@ def test_bad_answers_are_dropped_with_the_right_reason(bad_answers_run) -> None:
     mismatched = {index + 1 for index in MISMATCHED}
     caught = {line: by_line[line]["reject_reason"] for line in mismatched if line in by_line}
     cosines = sorted(by_line[line]["consistency"] for line in caught if by_line[line]["consistency"] is not None)
-    print(f"mismatched pairs' cosines {cosines} (min_cosine 0.80)")
+    print(f"mismatched pairs' cosines {cosines}")
     good_lines = set(range(1, 31)) - mismatched - {index + 1 for index in BAD}
     good_dropped = {line: by_line[line]["reject_reason"] for line in good_lines if line in by_line}
     print(f"mismatched caught {len(caught)}/5: {caught}; good dropped {len(good_dropped)}/20: {good_dropped}")
@@ -247,7 +254,7 @@ def test_bad_answers_are_dropped_with_the_right_reason(bad_answers_run) -> None:
     # 20 good pairs dropped with them.
     assert len(caught) == 5
     assert all(by_line[line]["reject_stage"] == "embedding" for line in caught)
-    assert len(good_dropped) <= 2
+    assert len(good_dropped) <= 3
     assert {row["line"] for row in kept} <= good_lines
 
     assert {row["reject_stage"] for row in rejected} >= {"empty", "refusal", "copy", "repetition", "language_id", "embedding"}

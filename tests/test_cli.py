@@ -162,8 +162,8 @@ def test_languages_table_chooses_pycld2_for_zulu(synth_env: dict) -> None:
 
 # --- parity: config, CLI, flow ---------------------------------------------------------------------
 
-# A config field whose CLI option has another Python name (a repeatable --vllm-arg KEY=VALUE).
-CLI_NAMES = {"vllm_args": "vllm_arg"}
+# Config fields whose CLI option has another name: repeatable KEY=VALUE options, one per item.
+CLI_NAMES = {"vllm_args": "vllm_arg", "scripts": "script"}
 
 
 def test_every_config_field_is_a_cli_option_and_a_flow_parameter_with_the_same_default(

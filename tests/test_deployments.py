@@ -120,7 +120,7 @@ def record_ids(count: int) -> list[str]:
 def test_prefect_yaml_deploys_every_flow_nightly_on_the_process_pool(local_prefect: LocalPrefect) -> None:
     flows = {flow["id"]: flow["name"] for flow in api(local_prefect, "/flows/filter", {})}
     deployments = {f"{flows[d['flow_id']]}/{d['name']}": d for d in api(local_prefect, "/deployments/filter", {})}
-    assert sorted(deployments) == ["backtranslate/nightly", "queries/nightly"]
+    assert sorted(deployments) == ["backtranslate/nightly", "filter/nightly", "queries/nightly"]
     for deployment in deployments.values():
         assert deployment["work_pool_name"] == "synth-pool"
         [schedule] = deployment["schedules"]
@@ -129,7 +129,8 @@ def test_prefect_yaml_deploys_every_flow_nightly_on_the_process_pool(local_prefe
         # Runs start in this checkout, where the default corpus lies.
         [pull_step] = deployment["pull_steps"]
         workdir = Path(pull_step["prefect.deployments.steps.set_working_directory"]["directory"])
-        assert all((workdir / path).is_file() for path in deployment["parameters"]["corpus"])
+        parameters = deployment["parameters"]
+        assert all((workdir / path).is_file() for path in parameters.get("corpus") or parameters["pairs"])
 
 
 def test_run_of_a_killed_worker_resumes_without_repeating_requests_and_publishes(

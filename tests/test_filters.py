@@ -182,10 +182,10 @@ def test_shuffled_partners_are_dropped_by_margin_and_by_rank(embedder):
     assert by_rank.judge(scored)[2:] == [None] * 8
     assert all(row["partner_rank"] > 1 and row["margin"] < 1 for row in scored[:2])
     assert all(row["partner_rank"] == 1 and row["margin"] > 1 for row in scored[2:])
-    # Uncentred, the same margins hardly move away from 1: what centring buys.
+    # Uncentred, the margins stay within 0.15 of 1 (compressed e5 cosines); centred, at least 1 away.
     raw = [dict(row) for row in rows]
     EmbeddingConsistencyFilter(embedder, center=False).judge(raw)
-    assert max(abs(row["margin"] - 1) for row in raw) < 0.1 < min(abs(row["margin"] - 1) for row in scored)
+    assert max(abs(row["margin"] - 1) for row in raw) < 0.15 and min(abs(row["margin"] - 1) for row in scored) > 1
 
 
 def test_percentile_thresholds_are_derived_per_batch_and_reported(embedder):

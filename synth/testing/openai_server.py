@@ -11,7 +11,8 @@ of the same number, so a translation pipeline gets "perfect" translations), and 
 ``--default-answer``. Latency, a bounded number of serving slots and faults
 (HTTP 500/429, malformed JSON, empty content, hangs; scripted per prompt or drawn at seeded
 random rates) make it behave like a real, imperfect provider. ``GET /stats`` exposes counters
-so tests can assert on what the client actually sent.
+so tests can assert on what the client actually sent. The OpenAI Batch API (/v1/files,
+/v1/batches) is served too, by the same oracles: synth.testing.batch_api.
 """
 
 from __future__ import annotations
