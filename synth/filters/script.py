@@ -101,7 +101,8 @@ class ScriptFilter:
                 expected = self.scripts_for(lang)
                 share, found = script_share(row.get(text_key) or "", expected) if expected else (None, None)
                 row[f"{text_key}_script_share"] = None if share is None else round(share, 4)
-                if verdict is None and share is not None and share < self.min_share(lang):
+                threshold = self.min_share(lang)  # None: this language is not checked
+                if verdict is None and share is not None and threshold is not None and share < threshold:
                     verdict = f"script:{text_key}={found}"
             verdicts.append(verdict)
         return verdicts

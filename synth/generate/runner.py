@@ -81,10 +81,10 @@ DOWN_KINDS = ("connection", "timeout", "server_error", "malformed")
 class RetryPolicy:
     max_attempts: int = 10
     max_wait: float = 30.0
-    # The endpoint is taken for down (the job stops) when no request got a usable reply for
+    # The endpoint is taken for down (the job stops) when no request got an answer for
     # `circuit_seconds` while at least `circuit_failures` failed in a row with a DOWN_KINDS error:
     # a short outage is waited out, a dead endpoint is not retried for every record. (An endpoint
-    # that never answers at all is the backend's to report, at once.)
+    # that never accepted a connection is the backend's to report, at once.)
     circuit_failures: int = 3
     circuit_seconds: float = 10.0
 
