@@ -4,20 +4,21 @@ Exact: the same two sides once case, punctuation and spacing are set aside (dige
 synth.read.ExactDedup). Near: MinHash over character 5-grams of both sides (datasketch), looked up
 in an LSH index and confirmed on the MinHash estimate of the Jaccard similarity (>= `threshold`,
 0.8 by default: one edit in a 60-character sentence still matches). Character n-grams because
-word boundaries mean little in Ethiopic, Thai or Chinese text. Memory: about 1.5 KB per distinct
-pair (LSH bands plus a 256-byte signature), so ~1.5 GB for a million pairs: turn near-duplicates
-off (threshold None) beyond that.
+word boundaries mean little in Ethiopic, Thai or Chinese text. Cost, measured on 10,000 UDHR
+sentence pairs of ~190 characters: ~1 ms of CPU and ~2 KB of memory per distinct pair (LSH bands
+and a 256-byte signature), so ~2 GB for a million pairs: turn near-duplicates off (threshold None)
+beyond a few hundred thousand.
 """
 
 import hashlib
+import re
 
 import numpy as np
-import regex
 from datasketch import MinHash, MinHashLSH
 
 from synth.read import ExactDedup
 
-_NOT_WORD = regex.compile(r"[\W_]+")
+_NOT_WORD = re.compile(r"[\W_]+")
 SHINGLE = 5
 
 

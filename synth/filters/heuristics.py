@@ -11,8 +11,6 @@ import difflib
 import math
 import re
 
-import regex
-
 # Refusals and chatter that stand in for (or wrap) a translation. Each phrase is one a model says
 # about its task, not one a translated sentence says: a bare "I'm sorry" is content ("Ngiyaxolisa").
 # A phrase that the source itself holds is content too and is not held against the pair.
@@ -35,8 +33,9 @@ REFUSAL = re.compile(
     re.I | re.M,
 )
 # OpusFilter's RepetitionFilter pattern: a string of min_length..max_length characters (not
-# starting with a space) followed by `threshold` or more copies of itself, spaces allowed between.
-_REPEAT = "(\\S.{{{low},{high}}}?)(?: *\\1){{{times},}}"
+# starting with a space) followed by `threshold` copies of itself, spaces allowed between (exactly
+# `threshold`: finding more adds nothing to a yes/no and costs time).
+_REPEAT = "(\\S.{{{low},{high}}}?)(?: *\\1){{{times}}}"
 # Sentence-final marks: OpusFilter's . ? ! … plus those of the scripts low-resource languages use
 # (Ethiopic ። ፧ ፨, Arabic ؟ ۔, Devanagari । ॥, CJK 。！？, Armenian ։, Myanmar ။, Khmer ។).
 TERMINAL_PUNCTUATION = frozenset(".?!…።፧፨؟۔।॥。！？։။។")
@@ -44,7 +43,7 @@ TERMINAL_PUNCTUATION = frozenset(".?!…።፧፨؟۔।॥。！？։။។")
 _ETHIOPIC_FULL_STOP = re.compile("፡[ \t]*፡")
 _CLOSING = "\"'”’»)]}*_፡ \t\n"  # what may follow a full stop (Ethiopic: a word separator)
 # Word separators besides whitespace: Ethiopic writes '፡' between words, often with no space.
-_WORD = regex.compile(r"[^\s፡]+")
+_WORD = re.compile(r"[^\s፡]+")
 
 
 def word_count(text: str) -> int:
@@ -169,7 +168,7 @@ class RepetitionFilter:
     name = "repetition"
 
     def __init__(self, times: int = 2, min_length: int = 3, max_length: int = 100):
-        self.pattern = regex.compile(_REPEAT.format(low=min_length - 1, high=max_length, times=times))
+        self.pattern = re.compile(_REPEAT.format(low=min_length - 1, high=max_length, times=times))
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         verdicts = []
