@@ -1,6 +1,6 @@
 """Does synth stream? Peak memory (RSS) of `synth backtranslate` on a corpus of a million lines.
 
-Writes N unique lines (bundled UDHR articles of every language but English, numbered), starts the
+Writes N unique lines (bundled UDHR articles of every language but English, tagged), starts the
 simulated OpenAI-compatible server with no latency, runs `synth backtranslate` on them with the
 model-based filters off (`--embedder none --lid-detectors none`: models aside, and embedding a
 million lines on 2 cores would take hours), and prints the synth process's peak resident memory
@@ -23,21 +23,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from synth.data import UDHR_DIR  # noqa: E402
 from synth.testing.openai_server import DEFAULT_MODEL  # noqa: E402
 from synth.testing.server_process import start_server  # noqa: E402
+from throughput import unique_lines  # noqa: E402  (bench/, beside this script)
 
 LIMIT_BYTES = 1.5 * 2**30
 
 
 def write_corpus(path: Path, lines: int) -> int:
-    articles = [
-        line.strip() for p in sorted(UDHR_DIR.glob("*.txt")) if p.stem != "eng"
-        for line in p.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
     with open(path, "w", encoding="utf-8") as out:
-        for i in range(lines):
-            out.write(f"{i + 1}. {articles[i % len(articles)]}\n")
+        for line in unique_lines(lines):
+            out.write(line + "\n")
     return path.stat().st_size
 
 

@@ -30,14 +30,17 @@ import argparse
 import json
 import os
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,16 +92,23 @@ class Run:
     returncode: int
 
 
-def make_records(n: int) -> list[Record]:
-    """N unique lines: UDHR articles of every bundled language but English, numbered."""
+def unique_lines(n: int) -> Iterator[str]:
+    """N unique lines: UDHR articles of every bundled language but English, each tagged with
+    letters (a number would make the numerals filter drop the pair: the answer has none)."""
     articles = [
-        line for path in sorted(UDHR_DIR.glob("*.txt")) if path.stem != "eng"
+        line.strip() for path in sorted(UDHR_DIR.glob("*.txt")) if path.stem != "eng"
         for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
     ]
+    for i in range(n):
+        tag = "".join(string.ascii_lowercase[int(digit, 26)] for digit in np.base_repr(i, 26))
+        yield f"{articles[i % len(articles)]} ({tag})"
+
+
+def make_records(n: int) -> list[Record]:
     prompt, oracle = BacktranslationPrompt.load(), UdhrOracle()
     records = []
-    for i in range(n):
-        text = normalize_text(f"{i + 1}. {articles[i % len(articles)]}")
+    for i, line in enumerate(unique_lines(n)):
+        text = normalize_text(line)
         messages = prompt.messages(text, LANG, PIVOT)
         records.append(Record(f"r{i:06d}", text, messages, oracle.answer(messages[-1]["content"])))
     return records
