@@ -6,8 +6,13 @@ the names of the Secret blocks holding the API key and the Hub token).
     prefect deployment run 'queries/DEPLOYMENT' --param lang=sw --watch                                 # as a deployment
 """
 
+import os
 import sys
 from pathlib import Path
+
+# The temporary Prefect server of a plain `python flows/...` run needs 40-60 s to start on 2 cores;
+# Prefect's default wait is 20 s. Set before prefect is imported.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow
 
