@@ -22,7 +22,7 @@ back on). Printed: per language the share of good pairs kept and of bad pairs dr
 kind the share dropped and by which filter, what dropped good pairs, and the embedding scores'
 separation. With --lid-sentences, the detectors' accuracy on single UDHR sentences per language.
 
-    .venv/bin/python bench/filters.py                       # all languages, 4 rounds (~20 min on 2 cores the first time)
+    .venv/bin/python bench/filters.py                       # all languages, 4 rounds (10-20 min on 2 cores the first time, ~2 min after)
     .venv/bin/python bench/filters.py --langs zul,amh --rounds 1 --set min_margin=p10
     .venv/bin/python bench/filters.py --lid-sentences
 
