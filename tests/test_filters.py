@@ -202,6 +202,27 @@ def test_percentile_thresholds_are_derived_per_batch_and_reported(embedder):
         Cut.parse("p200")
 
 
+def test_a_batch_too_small_for_margin_is_judged_by_an_absolute_cosine_floor(embedder):
+    # What SmolLM2-135M wrote for Zulu UDHR sentences (make demo): fluent English about something else.
+    zulu = udhr_articles("zul")
+    made_up = [
+        "The people of the Zulu people are very proud of their language.",
+        "The Zulu language is not the same as the Zulu language.",
+        "The people of Noma are not only skilled in the art of weaving but also in pottery.",
+    ]
+    rows = [pair(zulu[i], EN[i], "zu") for i in SHORT[:3]] + [pair(zulu[i], text, "zu") for i, text in zip(SHORT[3:], made_up)]
+    block = EmbeddingConsistencyFilter(embedder)  # the defaults: margin only, which needs 8 rows
+    scored = [dict(row) for row in rows]
+    found = block.judge(scored)
+    assert found[:3] == [None] * 3
+    assert all(v and v.startswith("low_consistency:") for v in found[3:])
+    assert block.derived_thresholds == {"min_cosine[small chunk]": 0.80}
+    assert all(row["margin"] is None for row in scored)
+    # A cosine cut the user set wins over the floor; the floor can be turned off.
+    assert verdicts(EmbeddingConsistencyFilter(embedder, min_cosine=0.5), rows) == [None] * 6
+    assert verdicts(EmbeddingConsistencyFilter(embedder, small_batch_min_cosine=None), rows) == [None] * 6
+
+
 def test_per_language_embedding_thresholds(embedder):
     rows = short_pairs() + short_pairs("swh", "sw")
     strict_for_swahili = EmbeddingConsistencyFilter(embedder, min_cosine={"*": None, "sw": 0.99}, min_margin=None)

