@@ -19,7 +19,7 @@ from prefect import flow
 # Run as a script or loaded by path (prefect.yaml's entrypoint): make `synth` and `flows` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.common import run_job  # noqa: E402
+from flows.common import main, run_job  # noqa: E402
 from synth.backtranslate import BacktranslateJob  # noqa: E402
 from synth.config import BacktranslateConfig, PerLanguageValue  # noqa: E402
 
@@ -90,8 +90,6 @@ def backtranslate(
 
 
 if __name__ == "__main__":
-    from synth.cli import backtranslate_config, parse_config
+    from synth.cli import backtranslate_config
 
-    config = parse_config(backtranslate_config, sys.argv[1:])
-    result = backtranslate(**config.model_dump(mode="json", exclude_none=True))
-    print(f"kept {result['kept']} pairs, rejected {result['rejected']}: {result['out']}")
+    main(backtranslate, backtranslate_config, "pairs")

@@ -356,3 +356,17 @@ def run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramete
         "out": str(config.out), "kept": published.kept_rows, "rejected": published.rejected_rows, "stats": stats,
         "hub": published.hub.commit_url if published.hub else None,
     }
+
+
+def main(flow_function: Callable[..., dict], options: Callable, noun: str) -> None:
+    """`python flows/NAME.py ARGS`: the synth command's options (the same parser, the same
+    validation), then the flow with every value of the config, None included (None turns a
+    filter off; leaving it out would bring the flow's default back)."""
+    import sys
+
+    from synth.cli import parse_config
+
+    config = parse_config(options, sys.argv[1:])
+    result = flow_function(**config.model_dump(mode="json"))
+    print(f"kept {result['kept']} {noun}, rejected {result['rejected']}: {result['out']}")
+

@@ -23,7 +23,7 @@ from prefect import flow
 # Run as a script or loaded by path (prefect.yaml's entrypoint): make `synth` and `flows` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.common import run_job  # noqa: E402
+from flows.common import main, run_job  # noqa: E402
 from synth.config import FilterConfig, PerLanguageValue  # noqa: E402
 from synth.filter_job import FilterJob  # noqa: E402
 
@@ -76,8 +76,6 @@ def filter_pairs(
 
 
 if __name__ == "__main__":
-    from synth.cli import filter_config, parse_config
+    from synth.cli import filter_config
 
-    config = parse_config(filter_config, sys.argv[1:])
-    result = filter_pairs(**config.model_dump(mode="json"))  # every value: a None here means "off"
-    print(f"kept {result['kept']} pairs, rejected {result['rejected']}: {result['out']}")
+    main(filter_pairs, filter_config, "pairs")

@@ -19,7 +19,7 @@ from prefect import flow
 # Run as a script or loaded by path (prefect.yaml's entrypoint): make `synth` and `flows` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.common import run_job  # noqa: E402
+from flows.common import main, run_job  # noqa: E402
 from synth.config import QueriesConfig  # noqa: E402
 from synth.queries import QueriesJob  # noqa: E402
 
@@ -79,8 +79,6 @@ def queries(
 
 
 if __name__ == "__main__":
-    from synth.cli import parse_config, queries_config
+    from synth.cli import queries_config
 
-    config = parse_config(queries_config, sys.argv[1:])
-    result = queries(**config.model_dump(mode="json", exclude_none=True))
-    print(f"kept {result['kept']} queries, rejected {result['rejected']}: {result['out']}")
+    main(queries, queries_config, "queries")

@@ -21,7 +21,7 @@ class PublishSettings(BaseModel):
 
     rows_per_shard: int = Field(100_000, ge=1)
     license: str = Field("cc-by-4.0", description="Licence written into the dataset card (a Hub licence id)")
-    splits: str = Field("train=0.98,validation=0.01,test=0.01", description="Held-out splits by a hash of the record id: fractions, or numbers of records; train takes the rest")
+    splits: str = Field("train=0.98,validation=0.01,test=0.01", validate_default=True, description="Held-out splits by a hash of the record id: fractions, or numbers of records; train takes the rest")
     push_to_hub: str | None = Field(None, description="ORG/NAME: the Hugging Face dataset repo to upload the folder to after each publish")
     private: bool = Field(True, description="Create the Hub repo private (an existing repo keeps its visibility)")
     hub_token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hugging Face token (never the token itself)")

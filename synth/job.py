@@ -252,6 +252,11 @@ class ChunkedJob:
             return None
         result = ChunkResult.load(path)
         result.reused = True
+        # The staged files sit next to this record: found there even when OUT was moved or renamed.
+        result.kept_path = str(self.chunk_dir / Path(result.kept_path).name)
+        result.rejects_path = str(self.chunk_dir / Path(result.rejects_path).name)
+        if not (Path(result.kept_path).exists() and Path(result.rejects_path).exists()):
+            return None
         return result if result.generation_failures == 0 else None
 
     # --- generate --------------------------------------------------------------------------------

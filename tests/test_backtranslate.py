@@ -365,6 +365,17 @@ def test_rerun_is_idempotent_and_sends_nothing(openai_server: ServerProcess, goo
     assert published_files(out) == before
     assert sum(split.num_rows for split in load(out).values()) == kept_before
 
+    # The folder moved (renamed, copied elsewhere): its staged chunks are found where they now are.
+    moved = out.with_name(out.name + "-moved")
+    out.rename(moved)
+    try:
+        _, stats = run_backtranslate(config.model_copy(update={"out": moved}))
+        assert openai_server.stats()["requests"] == requests
+        assert (stats["run"]["requests"], stats["run"]["chunks_reused"]) == (0, 1)
+        assert sum(split.num_rows for split in load(moved).values()) == kept_before
+    finally:
+        moved.rename(out)
+
     # Another threshold: the chunk is filtered again, every answer comes from the cache. (A length-
     # ratio cut of 1.01 drops most pairs before the slow embedding filter: the test stays quick.)
     _, stats = run_backtranslate(config.model_copy(update={"max_length_ratio": 1.01}))
