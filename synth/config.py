@@ -103,10 +103,10 @@ class FilterSettings(BaseModel):
     @field_validator("lid_detectors")
     @classmethod
     def _detectors(cls, values: list[str]) -> list[str]:
-        from synth.filters.langid import make_detector
+        from synth.filters.langid import check_detector_name
 
         for name in values:
-            make_detector(name)  # raises with the list of known names
+            check_detector_name(name)  # raises with the list of known names
         return values
 
     @field_validator("lid_detector")

@@ -16,7 +16,7 @@ from itertools import islice
 
 from synth.config import NO_EMBEDDER, QueriesConfig
 from synth.filters.base import FilterChain
-from synth.filters.embedding import load_embedder
+from synth.filters.embedding import embedder_description, load_embedder
 from synth.filters.retrieval import (
     CopiedSpanFilter,
     DuplicateQueryFilter,
@@ -212,7 +212,7 @@ class QueriesJob(ChunkedJob):
             ),
             lang=c.lang, pivot_lang=c.query_lang, model=self.model_name, generation_params=c.generation_params,
             prompt_versions=self.prompt_versions,
-            embedder=load_embedder(c.embedder).name if c.embedder != NO_EMBEDDER else "none (consistency and round trip not checked)",
+            embedder=embedder_description(c.embedder) if c.embedder != NO_EMBEDDER else "none (consistency and round trip not checked)",
             lid_detectors=self.lid_detectors_used(),
             thresholds={
                 "min_cosine": c.min_cosine, "round_trip_k": c.round_trip_k, "max_copied_span": c.max_copied_span,

