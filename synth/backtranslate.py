@@ -15,7 +15,7 @@ from synth.generate.backends import Completion
 from synth.generate.tasks.backtranslate import BacktranslationPrompt, parse_translation
 from synth.job import Chunk, ChunkedJob, ChunkResult, Request
 from synth.languages import language_name
-from synth.publish import CardInfo, PublishResult, View, pairs_view, translation_view
+from synth.publish import CardInfo, PublishResult, View, bitext_views
 from synth.read import Segment
 from synth.schema import BACKTRANSLATION_SCHEMA, REJECT_SCHEMA
 
@@ -84,18 +84,12 @@ class BacktranslateJob(ChunkedJob):
 
     def views(self) -> list[View]:
         c = self.config
-        return [
-            # LaBSE-style bitext training: the pivot sentence retrieves its low-resource partner
-            # among the batch's; the positive is the authentic (human-written) side.
-            pairs_view(
-                anchor="translation", positive="text",
-                description=f"`anchor`: the synthetic {language_name(c.pivot)} translation, `positive`: the authentic {language_name(c.lang)} text",
-            ),
-            translation_view(
-                c.lang, "text", c.pivot, "translation",
-                description=f"`id`, `translation: {{{c.lang}, {c.pivot}}}` (datasets' Translation feature)",
-            ),
-        ]
+        # LaBSE-style bitext training: the pivot sentence retrieves its low-resource partner among
+        # the batch's; the positive is the authentic (human-written) side.
+        return bitext_views(
+            c.lang, c.pivot,
+            f"`anchor`: the synthetic {language_name(c.pivot)} translation, `positive`: the authentic {language_name(c.lang)} text",
+        )
 
     def card_info(self, command: str | None = None) -> CardInfo:
         c = self.config

@@ -22,7 +22,7 @@ from synth.filters.pairs import card_thresholds, embedder_name, filter_settings,
 from synth.generate.runner import GenerationStats
 from synth.job import Chunk, ChunkedJob
 from synth.languages import language_name, normalize_language
-from synth.publish import CardInfo, PublishResult, View, pairs_view, translation_view
+from synth.publish import CardInfo, PublishResult, View, bitext_views
 from synth.read import CorpusError, ReadStats, normalize_text, read_segments, record_id
 from synth.schema import PAIR_REJECT_SCHEMA, PAIR_SCHEMA
 
@@ -242,16 +242,10 @@ class FilterJob(ChunkedJob):
     # --- publish ---------------------------------------------------------------------------------
     def views(self) -> list[View]:
         c = self.config
-        return [
-            pairs_view(
-                anchor="translation", positive="text",
-                description=f"`anchor`: the {language_name(c.tgt_lang)} side, `positive`: the {language_name(c.src_lang)} side",
-            ),
-            translation_view(
-                c.src_lang, "text", c.tgt_lang, "translation",
-                description=f"`id`, `translation: {{{c.src_lang}, {c.tgt_lang}}}` (datasets' Translation feature)",
-            ),
-        ]
+        return bitext_views(
+            c.src_lang, c.tgt_lang,
+            f"`anchor`: the {language_name(c.tgt_lang)} side, `positive`: the {language_name(c.src_lang)} side",
+        )
 
     def card_info(self, command: str | None = None) -> CardInfo:
         c = self.config

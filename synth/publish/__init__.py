@@ -9,7 +9,7 @@ from synth.publish.atomic import (
 )
 from synth.publish.card import CardInfo, PublishedConfig, render_card
 from synth.publish.dataset import PublishResult, publish_dataset
-from synth.publish.views import DEFAULT_SPLITS, Splits, SplitSpecError, View, pairs_view, translation_view
+from synth.publish.views import DEFAULT_SPLITS, Splits, SplitSpecError, View, bitext_views, pairs_view, translation_view
 
 __all__ = [
     "DEFAULT_SPLITS",
@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_parquet",
     "atomic_write_text",
+    "bitext_views",
     "pairs_view",
     "publish_dataset",
     "render_card",

@@ -68,6 +68,19 @@ def translation_view(lang: str, lang_column: str, pivot: str, pivot_column: str,
     return View("translation", schema, rows, description)
 
 
+def bitext_views(text_lang: str, translation_lang: str, anchor_description: str) -> list[View]:
+    """The two views of a bitext with columns `text` and `translation`: `pairs` (the translation
+    as anchor, the text as positive: LaBSE-style training finds `text_lang` text from the other
+    side) and `translation` (datasets' Translation feature)."""
+    return [
+        pairs_view(anchor="translation", positive="text", description=anchor_description),
+        translation_view(
+            text_lang, "text", translation_lang, "translation",
+            description=f"`id`, `translation: {{{text_lang}, {translation_lang}}}` (datasets' Translation feature)",
+        ),
+    ]
+
+
 def _without_empty(table: pa.Table, columns: list[str]) -> pa.Table:
     keep = None
     for column in columns:
