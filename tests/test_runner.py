@@ -20,9 +20,9 @@ import pytest
 from synth.backtranslate import BacktranslateJob, run_backtranslate
 from synth.config import NO_EMBEDDER, BacktranslateConfig
 from synth.data import udhr_articles, udhr_path
-from synth.generate.backends import OpenAIBackend
+from synth.generate.backends import Completion, FatalError, OpenAIBackend, TransientError
 from synth.generate.cache import GenerationCache, cache_key
-from synth.generate.runner import GenerationAborted, GenerationStats, PriorityWindow, RequestRunner, RetryPolicy
+from synth.generate.runner import GenerationAborted, GenerationStats, PriorityWindow, RequestRunner, RetryPolicy, retry_wait
 from synth.generate.tasks.backtranslate import BacktranslationPrompt
 from synth.testing.openai_server import DEFAULT_MODEL, collapse_whitespace, count_tokens, message_text
 from synth.testing.server_process import ServerProcess, start_server
@@ -102,6 +102,118 @@ def test_priority_window_serves_the_lowest_priority_first_and_survives_cancellat
         return order
 
     assert asyncio.run(main()) == [1, 3, 5]
+
+
+def test_priority_window_serves_retries_then_the_largest_first_within_a_priority() -> None:
+    async def main() -> list[str]:
+        window, order = PriorityWindow(1), []
+
+        async def take(name: str, priority: int, size: float, retry: bool = False) -> None:
+            async with window.slot(priority, size, retry):
+                order.append(name)
+
+        async with window.slot(0):  # held while the others queue up
+            tasks = [
+                asyncio.create_task(take(*args)) for args in (
+                    ("small", 1, 10), ("later chunk, large", 2, 999), ("large", 1, 50), ("retry, small", 1, 5, True),
+                    ("medium", 1, 20), ("medium, second", 1, 20), ("earlier chunk, small", 0, 1),
+                )
+            ]
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(main()) == [
+        "earlier chunk, small", "retry, small", "large", "medium", "medium, second", "small", "later chunk, large",
+    ]
+
+
+class ScriptedBackend:
+    """A backend that answers each prompt with itself, after failing it as `script` says; it records
+    the order of the calls."""
+
+    model = "scripted"
+
+    def __init__(self, script: dict[str, list[str]]):
+        self.script = {prompt: list(kinds) for prompt, kinds in script.items()}
+        self.calls: list[str] = []
+
+    async def complete(self, messages: list[dict], params: dict) -> Completion:
+        prompt = messages[-1]["content"]
+        self.calls.append(prompt)
+        await asyncio.sleep(0.001)
+        if self.script.get(prompt):
+            kind = self.script[prompt].pop(0)
+            if kind == "empty":
+                return Completion("")
+            raise TransientError(kind, f"scripted {kind}")
+        return Completion(prompt, 1, 1, "stop")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def run_scripted(tmp_path: Path, backend: ScriptedBackend, prompts: list[str], **options) -> list:
+    async def main():
+        cache = GenerationCache(tmp_path / "cache.sqlite")
+        try:
+            runner = RequestRunner(backend, cache, {}, concurrency=1, policy=RetryPolicy(server_wait=0.0))
+            return await runner.generate(
+                [(prompt, [{"role": "user", "content": prompt}]) for prompt in prompts], **options
+            )
+        finally:
+            cache.close()
+
+    return asyncio.run(main())
+
+
+def test_a_retry_goes_before_the_requests_not_yet_sent_and_the_longest_prompt_first(tmp_path: Path) -> None:
+    backend = ScriptedBackend({"a": ["server_error"], "ccc": ["empty"]})
+    outcomes = run_scripted(tmp_path, backend, ["a", "bbbb", "ccc", "dd"])
+    assert [outcome.completion.text for outcome in outcomes] == ["a", "bbbb", "ccc", "dd"]
+    # "a" finds the slot free and fails; the longest waiting prompt takes the slot it frees; then
+    # the retry, ahead of the longer prompts not yet sent. The empty answer to "ccc" frees its slot
+    # for "dd" (nothing else waits), and is retried after it.
+    assert backend.calls == ["a", "bbbb", "a", "ccc", "dd", "ccc"]
+
+    # Sizes given by the caller win over the prompts' lengths.
+    backend = ScriptedBackend({})
+    run_scripted(tmp_path / "sizes", backend, ["a", "bbbb", "cc", "ddd", "e"], sizes=[0, 1, 2, 3, 4])
+    assert backend.calls == ["a", "e", "ddd", "cc", "bbbb"]
+
+
+def test_retry_waits_honour_retry_after_and_back_off_faster_when_most_attempts_fail() -> None:
+    policy = RetryPolicy()
+    rate_limited = TransientError("rate_limited", "429", retry_after=0.5)
+    assert all(0.5 <= retry_wait(policy, 3, rate_limited) <= 0.6 for _ in range(100))
+    # A bad answer from a server that answers: retried at once, then like a server error.
+    assert retry_wait(policy, 1, TransientError("malformed", "cut")) == 0.0
+    assert retry_wait(policy, 1, TransientError("unusable_answer", "empty")) == 0.0
+    server_error = TransientError("server_error", "500")
+    healthy = [retry_wait(policy, 4, server_error, sick=False) for _ in range(300)]
+    sick = [retry_wait(policy, 4, server_error, sick=True) for _ in range(300)]
+    assert max(healthy) <= 0.05 * 2**3 < max(sick) <= 0.05 * 4**3
+    # A timeout or a refused connection starts slower.
+    assert max(retry_wait(policy, 1, TransientError("timeout", "slow")) for _ in range(300)) > 0.05
+
+
+def test_http_error_answers_map_like_the_openai_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = OpenAIBackend(["http://127.0.0.1:9/v1"], DEFAULT_MODEL, None)
+    url = backend.base_urls[0]
+    quota = json.dumps({"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}).encode()
+    assert isinstance(backend._status_error(url, 429, {}, quota), FatalError)
+    busy = backend._status_error(url, 429, {"retry-after-ms": "250", "retry-after": "1"}, b"{}")
+    assert isinstance(busy, TransientError) and busy.kind == "rate_limited" and busy.retry_after == 0.25
+    unavailable = backend._status_error(url, 503, {"retry-after": "2"}, b"<html>overloaded</html>")
+    assert (unavailable.kind, unavailable.retry_after) == ("server_error", 2.0) and "overloaded" in str(unavailable)
+    assert "refused the API key" in str(backend._status_error(url, 401, {}, b""))
+    assert "does not serve model" in str(backend._status_error(url, 404, {}, b""))
+    assert "HTTP 400" in str(backend._status_error(url, 400, {}, json.dumps({"error": {"message": "bad"}}).encode()))
+    # Proxies come from the environment as httpx takes them, NO_PROXY included.
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    proxied = OpenAIBackend(["http://llm.invalid/v1", "http://127.0.0.1:8000/v1"], DEFAULT_MODEL, None)
+    assert [str(proxy) if proxy else None for proxy, _ in proxied._proxies] == ["http://proxy.invalid:3128", None]
 
 
 def test_requests_stay_in_flight_across_chunk_boundaries(tmp_path: Path) -> None:

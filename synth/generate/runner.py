@@ -3,8 +3,11 @@
 One `RequestRunner` serves a whole run. Every chunk that is generating sends its requests through
 the runner's one window of `concurrency` slots, so the server stays busy across chunk boundaries
 (the next chunks' requests fill the slots the last requests of a chunk leave free). Waiting
-requests are served oldest chunk first, retries included, so chunks finish in about the order they
-started and the number of chunks held in memory stays small.
+requests are served oldest chunk first, so chunks finish in about the order they started and the
+number of chunks held in memory stays small; within a chunk, retries first (they are late already),
+then the longest prompt first (longest-processing-time-first: for a translation the answer's length
+follows the source's, so the last requests of a run are short ones and the server's slots do not sit
+idle while a few long answers finish).
 
 Every answer is written to the cache the moment it arrives, so a crash or a kill loses at most the
 requests in flight. A request that keeps failing becomes a recorded failure (its row is dropped
@@ -18,11 +21,9 @@ import heapq
 import itertools
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from synth.generate.backends import Backend, Completion, FatalError, TransientError
 from synth.generate.cache import GenerationCache
@@ -77,10 +78,29 @@ class Outcome:
 DOWN_KINDS = ("connection", "timeout", "server_error", "malformed")
 
 
+# Failures after which the server answered, only not usefully: retried at once the first time
+# (nothing says the server is busy), then with a growing wait like a 5xx, so an endpoint that
+# answers nothing but garbage still reaches the circuit instead of spinning.
+ANSWERED_KINDS = ("malformed", "unusable_answer")
+
+
 @dataclass
 class RetryPolicy:
     max_attempts: int = 10
     max_wait: float = 30.0
+    # Waits before a retry, drawn from [0, ceiling] (full jitter, at most max_wait). After an HTTP
+    # 5xx or an unusable answer the ceiling starts at `server_wait`: while most recent attempts
+    # succeed, a failure is that request's bad luck, and a short wait costs the server nothing (the
+    # slot is freed meanwhile) while a long one is idle time at the end of a run, so the ceiling
+    # doubles a failure (0.05, 0.1, 0.2 s...); once `sick_share` of the last `health_window`
+    # attempts failed, the endpoint is in trouble and it grows 4x (0.05, 0.2, 0.8, 3.2 s...), so a
+    # server that fails everything gets no more attempts before the circuit opens than a slower
+    # start would give it. After a timeout or a refused connection (overloaded, restarting) it
+    # starts at `down_wait` and doubles. A 429 waits what its Retry-After says.
+    server_wait: float = 0.05
+    down_wait: float = 0.25
+    sick_share: float = 0.5
+    health_window: int = 100
     # The endpoint is taken for down (the job stops) when no request got an answer for
     # `circuit_seconds` while at least `circuit_failures` failed in a row with a DOWN_KINDS error:
     # a short outage is waited out, a dead endpoint is not retried for every record. (An endpoint
@@ -89,17 +109,22 @@ class RetryPolicy:
     circuit_seconds: float = 10.0
 
 
-def _wait(policy: RetryPolicy) -> Callable:
-    exponential = wait_random_exponential(multiplier=0.25, max=policy.max_wait)
-
-    def wait(retry_state) -> float:
-        error = retry_state.outcome.exception()
-        if isinstance(error, TransientError) and error.retry_after is not None:
-            # Honour Retry-After, with jitter so a crowd of clients does not come back in step.
-            return min(policy.max_wait, error.retry_after) * random.uniform(1.0, 1.2)
-        return exponential(retry_state)
-
-    return wait
+def retry_wait(policy: RetryPolicy, attempt: int, error: TransientError, sick: bool = True) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based) before the next one; `sick`:
+    most recent attempts failed (see RetryPolicy)."""
+    if error.retry_after is not None:
+        # Honour Retry-After, with jitter so a crowd of clients does not come back in step.
+        return min(policy.max_wait, error.retry_after) * random.uniform(1.0, 1.2)
+    growth = 4 if sick else 2
+    if error.kind in ANSWERED_KINDS:
+        if attempt == 1:
+            return 0.0
+        ceiling = policy.server_wait * growth ** (attempt - 2)
+    elif error.kind in ("server_error", "rate_limited"):
+        ceiling = policy.server_wait * growth ** (attempt - 1)
+    else:
+        ceiling = policy.down_wait * 2 ** (attempt - 1)
+    return random.uniform(0, min(policy.max_wait, ceiling))
 
 
 class Circuit:
@@ -128,20 +153,22 @@ class Circuit:
 
 
 class PriorityWindow:
-    """At most `size` holders at once; waiters get a slot lowest `priority` first (FIFO among equals)."""
+    """At most `size` holders at once. Waiters get a slot lowest `priority` first; among equal
+    priorities, retries first, then the largest `size` (the expected work: longest first), then
+    first come first served."""
 
     def __init__(self, size: int):
         self._free = size
-        self._waiters: list[tuple[int, int, asyncio.Future]] = []
+        self._waiters: list[tuple[int, bool, float, int, asyncio.Future]] = []
         self._order = itertools.count()
 
     @contextlib.asynccontextmanager
-    async def slot(self, priority: int) -> AsyncIterator[None]:
+    async def slot(self, priority: int, size: float = 0.0, retry: bool = False) -> AsyncIterator[None]:
         if self._free > 0:  # free slots imply no one is waiting: a release hands its slot over
             self._free -= 1
         else:
             future = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiters, (priority, next(self._order), future))
+            heapq.heappush(self._waiters, (priority, not retry, -size, next(self._order), future))
             try:
                 await future
             except asyncio.CancelledError:
@@ -155,11 +182,16 @@ class PriorityWindow:
 
     def _release(self) -> None:
         while self._waiters:
-            _, _, future = heapq.heappop(self._waiters)
+            future = heapq.heappop(self._waiters)[-1]
             if not future.done():  # skip waiters that were cancelled
                 future.set_result(None)
                 return
         self._free += 1
+
+
+def prompt_size(messages: list[dict]) -> int:
+    """Characters of a request's messages: what its answer's length is expected to follow."""
+    return sum(len(content) for message in messages if isinstance(content := message.get("content"), str))
 
 
 def _answer_dict(completion: Completion) -> dict:
@@ -185,7 +217,20 @@ class RequestRunner:
         self.policy = policy or RetryPolicy()
         self.window = PriorityWindow(concurrency)
         self.circuit = Circuit(self.policy.circuit_failures, self.policy.circuit_seconds)
-        self._wait = _wait(self.policy)
+        # Whether each of the last `health_window` attempts failed, and how many did.
+        self._recent: deque[bool] = deque(maxlen=self.policy.health_window)
+        self._recent_failures = 0
+
+    def _attempted(self, failed: bool) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_failures -= self._recent[0]
+        self._recent.append(failed)
+        self._recent_failures += failed
+
+    @property
+    def sick(self) -> bool:
+        """Whether at least `sick_share` of the recent attempts failed."""
+        return self._recent_failures >= self.policy.sick_share * max(1, len(self._recent))
 
     async def generate(
         self,
@@ -195,11 +240,13 @@ class RequestRunner:
         is_usable: Callable[[int, str], bool] = lambda index, text: bool(text.strip()),
         stats: GenerationStats | None = None,
         on_done: Callable[[int], None] | None = None,
+        sizes: list[float] | None = None,
     ) -> list[Outcome]:
         """Answers for (cache key, messages) pairs, in order. Lower `priority` goes first (give
         the chunk index). `is_usable(index, text)` decides whether an answer is worth keeping
         (e.g. the parser finds a translation in it); unusable ones are retried and the last one is
-        kept, so the filters record why it was dropped."""
+        kept, so the filters record why it was dropped. `sizes` are the expected lengths of the
+        answers (larger goes first within a priority); by default the prompts' lengths."""
         stats = stats if stats is not None else GenerationStats()
         outcomes: list[Outcome | None] = [None] * len(requests)
         cached = self.cache.get_many([key for key, _ in requests])
@@ -218,7 +265,9 @@ class RequestRunner:
             on_done(len(requests) - len(pending))
 
         async def answer(index: int) -> None:
-            outcomes[index] = await self._answer(requests[index], priority, lambda text: is_usable(index, text), stats)
+            key, messages = requests[index]
+            size = sizes[index] if sizes is not None else prompt_size(messages)
+            outcomes[index] = await self._answer(key, messages, priority, size, lambda text: is_usable(index, text), stats)
             if on_done:
                 on_done(1)
 
@@ -233,35 +282,40 @@ class RequestRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
         return outcomes  # type: ignore[return-value]
 
-    async def _answer(self, request: tuple[str, list[dict]], priority: int, is_usable: Callable[[str], bool], stats: GenerationStats) -> Outcome:
-        key, messages = request
+    async def _answer(
+        self, key: str, messages: list[dict], priority: int, size: float, is_usable: Callable[[str], bool], stats: GenerationStats
+    ) -> Outcome:
         last = self.policy.max_attempts
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(last), wait=self._wait, retry=retry_if_exception_type(TransientError), reraise=True
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    if number > 1:
-                        stats.retries += 1
-                    async with self.window.slot(priority):
-                        stats.requests += 1
-                        try:
-                            completion = await self.backend.complete(messages, self.params)
-                        except TransientError as error:
-                            stats.errors[error.kind] += 1
-                            self.circuit.record(error)
-                            raise
-                    self.circuit.record(None)
-                    stats.spent_prompt_tokens += completion.prompt_tokens
-                    stats.spent_completion_tokens += completion.completion_tokens
-                    if number < last and not is_usable(completion.text):
-                        stats.errors["unusable_answer"] += 1
-                        raise TransientError("unusable_answer", "the answer holds no usable text")
-        except TransientError as error:
-            stats.failed += 1
-            return Outcome(None, error=f"generation_failed:{error.kind}")
+        for number in range(1, last + 1):
+            try:
+                if number > 1:
+                    stats.retries += 1
+                # A retry comes back ahead of the first attempts of its chunk and of later ones.
+                async with self.window.slot(priority, size, retry=number > 1):
+                    stats.requests += 1
+                    try:
+                        completion = await self.backend.complete(messages, self.params)
+                    except TransientError as error:
+                        stats.errors[error.kind] += 1
+                        self._attempted(failed=True)
+                        self.circuit.record(error)
+                        raise
+                self.circuit.record(None)
+                stats.spent_prompt_tokens += completion.prompt_tokens
+                stats.spent_completion_tokens += completion.completion_tokens
+                usable = number == last or is_usable(completion.text)
+                self._attempted(failed=not usable)
+                if not usable:
+                    stats.errors["unusable_answer"] += 1
+                    raise TransientError("unusable_answer", "the answer holds no usable text")
+                break
+            except TransientError as error:
+                if number == last:
+                    stats.failed += 1
+                    return Outcome(None, error=f"generation_failed:{error.kind}")
+                # The slot is free while this waits: the backoff costs the server nothing.
+                if (wait := retry_wait(self.policy, number, error, self.sick)) > 0:
+                    await asyncio.sleep(wait)
         self.cache.put(key, self.backend.model, _answer_dict(completion))
         stats.succeeded += 1
         stats.prompt_tokens += completion.prompt_tokens
