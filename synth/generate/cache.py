@@ -54,6 +54,13 @@ class GenerationCache:
                 (key, model, json.dumps(answer, ensure_ascii=False)),
             )
 
+    def put_many(self, items: list[tuple[str, str, dict]]) -> None:
+        """(key, model, answer) triples, committed together (one transaction: all or none)."""
+        rows = [(key, model, json.dumps(answer, ensure_ascii=False)) for key, model, answer in items]
+        with self._lock:
+            with self._db:  # a transaction: BEGIN ... COMMIT
+                self._db.executemany("INSERT OR REPLACE INTO generations (key, model, answer) VALUES (?, ?, ?)", rows)
+
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]

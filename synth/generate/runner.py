@@ -9,8 +9,9 @@ then the longest prompt first (longest-processing-time-first: for a translation 
 follows the source's, so the last requests of a run are short ones and the server's slots do not sit
 idle while a few long answers finish).
 
-Every answer is written to the cache the moment it arrives, so a crash or a kill loses at most the
-requests in flight. A request that keeps failing becomes a recorded failure (its row is dropped
+Every answer is committed to the cache as it arrives (the answers that arrive in one turn of the
+event loop in one transaction, right after the requests they make room for are sent), so a crash or
+a kill loses at most the requests in flight. A request that keeps failing becomes a recorded failure (its row is dropped
 with the reason), never a crash and never a silent loss; an error no retry can fix, or an endpoint
 that answers nothing but failures for a while (the circuit), stops the job.
 """
@@ -217,9 +218,31 @@ class RequestRunner:
         self.policy = policy or RetryPolicy()
         self.window = PriorityWindow(concurrency)
         self.circuit = Circuit(self.policy.circuit_failures, self.policy.circuit_seconds)
+        # Answers received in this turn of the event loop, committed together at its end.
+        self._unsaved: list[tuple[str, str, dict]] = []
+        self._save_error: Exception | None = None
         # Whether each of the last `health_window` attempts failed, and how many did.
         self._recent: deque[bool] = deque(maxlen=self.policy.health_window)
         self._recent_failures = 0
+
+    def _save(self, key: str, completion: Completion) -> None:
+        if self._save_error is not None:  # the cache cannot be written (a full disk): stop
+            raise self._save_error
+        if not self._unsaved:
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+        self._unsaved.append((key, self.backend.model, _answer_dict(completion)))
+
+    def _flush_soon(self) -> None:
+        try:
+            self.flush()
+        except Exception as error:  # raised by the next answer, and by `generate`'s own flush
+            self._save_error = error
+
+    def flush(self) -> None:
+        """Commit the answers received but not yet in the cache."""
+        if self._unsaved:
+            self.cache.put_many(self._unsaved)
+            self._unsaved = []
 
     def _attempted(self, failed: bool) -> None:
         if len(self._recent) == self._recent.maxlen:
@@ -280,6 +303,7 @@ class RequestRunner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.flush()  # whatever happens next to these outcomes, their answers are in the cache
         return outcomes  # type: ignore[return-value]
 
     async def _answer(
@@ -316,7 +340,7 @@ class RequestRunner:
                 # The slot is free while this waits: the backoff costs the server nothing.
                 if (wait := retry_wait(self.policy, number, error, self.sick)) > 0:
                     await asyncio.sleep(wait)
-        self.cache.put(key, self.backend.model, _answer_dict(completion))
+        self._save(key, completion)
         stats.succeeded += 1
         stats.prompt_tokens += completion.prompt_tokens
         stats.completion_tokens += completion.completion_tokens
