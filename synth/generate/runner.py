@@ -26,6 +26,8 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
 from synth.generate.backends import Backend, Completion, FatalError, TransientError
 from synth.generate.cache import GenerationCache
 
@@ -310,36 +312,40 @@ class RequestRunner:
         self, key: str, messages: list[dict], priority: int, size: float, is_usable: Callable[[str], bool], stats: GenerationStats
     ) -> Outcome:
         last = self.policy.max_attempts
-        for number in range(1, last + 1):
-            try:
-                if number > 1:
-                    stats.retries += 1
-                # A retry comes back ahead of the first attempts of its chunk and of later ones.
-                async with self.window.slot(priority, size, retry=number > 1):
-                    stats.requests += 1
-                    try:
-                        completion = await self.backend.complete(messages, self.params)
-                    except TransientError as error:
-                        stats.errors[error.kind] += 1
-                        self._attempted(failed=True)
-                        self.circuit.record(error)
-                        raise
-                self.circuit.record(None)
-                stats.spent_prompt_tokens += completion.prompt_tokens
-                stats.spent_completion_tokens += completion.completion_tokens
-                usable = number == last or is_usable(completion.text)
-                self._attempted(failed=not usable)
-                if not usable:
-                    stats.errors["unusable_answer"] += 1
-                    raise TransientError("unusable_answer", "the answer holds no usable text")
-                break
-            except TransientError as error:
-                if number == last:
-                    stats.failed += 1
-                    return Outcome(None, error=f"generation_failed:{error.kind}")
-                # The slot is free while this waits: the backoff costs the server nothing.
-                if (wait := retry_wait(self.policy, number, error, self.sick)) > 0:
-                    await asyncio.sleep(wait)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(last),
+            # The slot is free while a retry waits: the backoff costs the server nothing.
+            wait=lambda state: retry_wait(self.policy, state.attempt_number, state.outcome.exception(), self.sick),
+            retry=retry_if_exception_type(TransientError),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    if number > 1:
+                        stats.retries += 1
+                    # A retry comes back ahead of the first attempts of its chunk and of later ones.
+                    async with self.window.slot(priority, size, retry=number > 1):
+                        stats.requests += 1
+                        try:
+                            completion = await self.backend.complete(messages, self.params)
+                        except TransientError as error:
+                            stats.errors[error.kind] += 1
+                            self._attempted(failed=True)
+                            self.circuit.record(error)
+                            raise
+                    self.circuit.record(None)
+                    stats.spent_prompt_tokens += completion.prompt_tokens
+                    stats.spent_completion_tokens += completion.completion_tokens
+                    usable = number == last or is_usable(completion.text)
+                    self._attempted(failed=not usable)
+                    if not usable:
+                        stats.errors["unusable_answer"] += 1
+                        raise TransientError("unusable_answer", "the answer holds no usable text")
+        except TransientError as error:
+            stats.failed += 1
+            return Outcome(None, error=f"generation_failed:{error.kind}")
         self._save(key, completion)
         stats.succeeded += 1
         stats.prompt_tokens += completion.prompt_tokens
