@@ -11,6 +11,8 @@ import difflib
 import math
 import re
 
+from rapidfuzz.distance import Indel, LCSseq
+
 # Refusals and chatter that stand in for (or wrap) a translation. Each phrase is one a model says
 # about its task, not one a translated sentence says: a bare "I'm sorry" is content ("Ngiyaxolisa").
 # A phrase that the source itself holds is content too and is not held against the pair.
@@ -95,21 +97,26 @@ class CopyFilter:
         self.max_lcs_ratio = max_lcs_ratio
 
     def judge(self, rows: list[dict]) -> list[str | None]:
-        verdicts = []
-        for row in rows:
-            source, target = row["text"].casefold(), row["translation"].casefold()
+        return [self.verdict(row["text"].casefold(), row["translation"].casefold()) for row in rows]
+
+    def verdict(self, source: str, target: str) -> str | None:
+        # difflib is pure Python (~2 ms a pair of paragraphs); rapidfuzz's C++ bounds it first (~0.01 ms):
+        # the longest common substring is at most the longest common subsequence, and difflib's
+        # ratio at most the Indel similarity (2 x LCS subsequence / total length). A real translation
+        # stays below both bounds (UDHR: Indel 0.62 at most), so difflib runs for near-copies only.
+        if source == target:
+            return "copy:identical"
+        shorter = min(len(source), len(target))
+        if shorter and LCSseq.similarity(source, target) >= self.max_lcs_ratio * shorter:
             matcher = difflib.SequenceMatcher(None, source, target, autojunk=False)
-            shorter = min(len(source), len(target))
-            lcs = matcher.find_longest_match(0, len(source), 0, len(target)).size / shorter if shorter else 0.0
-            if source == target:
-                verdicts.append("copy:identical")
-            elif lcs >= self.max_lcs_ratio:
-                verdicts.append(f"copy:lcs={lcs:.2f}")
-            elif matcher.quick_ratio() > self.max_similarity and matcher.ratio() > self.max_similarity:
-                verdicts.append(f"copy:similarity={matcher.ratio():.2f}")
-            else:
-                verdicts.append(None)
-        return verdicts
+            lcs = matcher.find_longest_match(0, len(source), 0, len(target)).size / shorter
+            if lcs >= self.max_lcs_ratio:
+                return f"copy:lcs={lcs:.2f}"
+        if Indel.normalized_similarity(source, target) > self.max_similarity:
+            ratio = difflib.SequenceMatcher(None, source, target, autojunk=False).ratio()
+            if ratio > self.max_similarity:
+                return f"copy:similarity={ratio:.2f}"
+        return None
 
 
 class LengthFilter:
