@@ -1,5 +1,7 @@
 """The pair filters on real UDHR text: each keeps good pairs and drops its fault with a reason."""
 
+import random
+
 import numpy as np
 import pytest
 
@@ -106,6 +108,26 @@ def test_length_ratio_and_numerals_and_repetition():
     assert verdicts(repetition, [pair(ZU[2], loop), pair("la la la la", "la la la la"), pair(ZU[2], EN[2])]) == [
         "repetition:translation='of person'", None, None,
     ]
+
+
+def test_the_repetition_pre_test_never_hides_a_match_of_the_pattern():
+    # The fast path must give exactly the regex's answers: on real text (all bundled languages,
+    # Ethiopic included) and on loops of every shape (spaces between or inside the unit, none).
+    repetition = RepetitionFilter()
+    rng = random.Random(7)
+    texts = [article for code in ("zul", "amh", "yor", "eng", "hat", "wol") for article in udhr_articles(code)]
+    for text in texts[:60]:
+        words = text.split()
+        start, size = rng.randrange(len(words)), rng.randrange(1, 4)
+        unit = " ".join(words[start:start + size])
+        for separator in (" ", "", "  ", ", "):
+            for copies in (2, 3, 4):
+                texts.append(" ".join(words[:start] + [separator.join([unit] * copies)] + words[start + size:]))
+    texts += ["yo, yo, yo, yo", "aaa", "a b a b a b", "abc  abc abc", "ab", "", "x" * 400, "12 12 12"]
+    found = [(repetition.pattern.search(t), repetition.search(t)) for t in texts]
+    assert all((a and a.group(0)) == (b and b.group(0)) for a, b in found)
+    assert sum(a is not None for a, _ in found) > 300  # the loops are there to be found
+    assert sum(repetition.may_repeat(t) for t in texts[:180]) < 20  # and real text rarely needs the regex
 
 
 def test_terminal_punctuation_and_truncation():
