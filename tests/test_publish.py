@@ -149,6 +149,19 @@ def test_publish_writes_every_config_in_bounded_shards_in_order(published):
     assert pq.read_schema(result.files("translation")[0]).equals(VIEWS[1].schema)
 
 
+def test_chunk_sized_parts_make_large_row_groups(tmp_path, card, monkeypatch):
+    import synth.publish.dataset as dataset
+
+    monkeypatch.setattr(dataset, "ROW_GROUP_ROWS", 100)
+    kept = [_many(tmp_path, 30, f"part-{i}", start=30 * i) for i in range(9)]  # 270 rows in parts of 30
+    out = tmp_path / "out"
+    _publish(out, kept, [], card, splits="train", rows_per_shard=250)
+    shards = [pq.ParquetFile(out / "data" / name) for name in ("train-00000-of-00002.parquet", "train-00001-of-00002.parquet")]
+    # 250 rows: row groups of 120 (four parts reach 100), 120, then the shard's last 10; the rest: 20.
+    assert [[f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups)] for f in shards] == [[120, 120, 10], [20]]
+    assert [row["line"] for f in shards for row in f.read().to_pylist()] == list(range(270))
+
+
 def test_load_dataset_reads_every_config(published, tmp_path):
     out, _ = published
     cache = tmp_path / "cache"

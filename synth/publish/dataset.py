@@ -190,8 +190,14 @@ def _remove_stale(out_dir: Path, folders: list[str], keep: set[Path]) -> None:
             directory.rmdir()
 
 
+# Rows per Parquet row group: staged parts are a chunk each (256 rows by default), and a shard
+# written part by part would hold hundreds of tiny row groups, slow to scan and to page through.
+ROW_GROUP_ROWS = 10_000
+
+
 class _ShardWriter:
-    """Streams tables into hidden temp shards of at most `rows_per_shard` rows; `commit` names them.
+    """Streams tables into hidden temp shards of at most `rows_per_shard` rows, in row groups of
+    `ROW_GROUP_ROWS` (the last one of a shard smaller); `commit` names them.
 
     No rows, no shard: `datasets` cannot load an empty split.
     """
@@ -205,6 +211,8 @@ class _ShardWriter:
         self._temps: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._room = 0  # rows the open shard can still take
+        self._pending: list[pa.Table] = []  # rows of the open shard's next row group
+        self._pending_rows = 0
 
     def append(self, table: pa.Table) -> None:
         offset = 0
@@ -212,13 +220,22 @@ class _ShardWriter:
             if self._room == 0:
                 self._open_next_shard()
             take = min(self._room, table.num_rows - offset)
-            self._writer.write_table(table.slice(offset, take))
+            self._pending.append(table.slice(offset, take))
+            self._pending_rows += take
             offset += take
             self._room -= take
             self.rows += take
+            if self._pending_rows >= ROW_GROUP_ROWS or self._room == 0:
+                self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending_rows:
+            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=max(self._pending_rows, 1))
+        self._pending, self._pending_rows = [], 0
 
     def close(self) -> None:
         if self._writer is not None:
+            self._write_pending()
             self._writer.close()
             self._writer = None
 
@@ -230,6 +247,7 @@ class _ShardWriter:
         return finals
 
     def discard(self) -> None:
+        self._pending, self._pending_rows = [], 0  # nothing more is written on the way out of a failure
         self.close()
         for temp in self._temps:
             temp.unlink(missing_ok=True)
