@@ -163,18 +163,22 @@ def _all_positions(parts: Sequence[Path], key: str) -> np.ndarray:
     return np.concatenate(found) if found else np.array([], dtype=np.uint64)
 
 
-def _scores(configs: list[PublishedConfig], out_dir: Path, columns: dict) -> dict[str, dict[str, list[float]]]:
-    """score column -> {"kept": values, "rejected": values}, nulls left out."""
+def _scores(configs: list[PublishedConfig], out_dir: Path, columns: dict) -> dict[str, dict[str, np.ndarray]]:
+    """score column -> {"kept": values, "rejected": values}, nulls left out (float arrays: a
+    million Python floats would cost ~30 MiB a column)."""
     if not columns:
         return {}
-    found: dict[str, dict[str, list[float]]] = {column: {"kept": [], "rejected": []} for column in columns}
+    found: dict[str, dict[str, list[np.ndarray]]] = {column: {"kept": [], "rejected": []} for column in columns}
     for config, side in ((configs[0], "kept"), (configs[-1], "rejected")):
         for names in config.files.values():
             for name in names:
                 table = pq.read_table(out_dir / name, columns=list(columns))
                 for column in columns:
-                    found[column][side].extend(pc.drop_null(table[column]).to_pylist())
-    return found
+                    found[column][side].append(pc.drop_null(table[column]).to_numpy().astype(float))
+    return {
+        column: {side: np.concatenate(parts) if parts else np.array([], dtype=float) for side, parts in sides.items()}
+        for column, sides in found.items()
+    }
 
 
 def _remove_stale(out_dir: Path, folders: list[str], keep: set[Path]) -> None:
@@ -193,6 +197,7 @@ def _remove_stale(out_dir: Path, folders: list[str], keep: set[Path]) -> None:
 # Rows per Parquet row group: staged parts are a chunk each (256 rows by default), and a shard
 # written part by part would hold hundreds of tiny row groups, slow to scan and to page through.
 ROW_GROUP_ROWS = 10_000
+_MAX_PENDING_TABLES = 64
 
 
 class _ShardWriter:
@@ -222,6 +227,10 @@ class _ShardWriter:
             take = min(self._room, table.num_rows - offset)
             self._pending.append(table.slice(offset, take))
             self._pending_rows += take
+            if len(self._pending) >= _MAX_PENDING_TABLES:
+                # A held-out split gets a few rows of every chunk: thousands of tiny tables would cost
+                # far more than their rows (a million-line run: 300 MiB). Keep them as one.
+                self._pending = [pa.concat_tables(self._pending).combine_chunks()]
             offset += take
             self._room -= take
             self.rows += take

@@ -5,6 +5,7 @@ worker threads). The same data gives the same bytes, so a republish changes no p
 """
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ _MAX_REASONS = 3
 def write_plots(
     out_dir: Path,
     funnel: dict[str, list[dict]],
-    scores: dict[str, dict[str, list[float]]],
+    scores: dict[str, dict[str, Sequence[float]]],
     thresholds: dict[str, float | int | None],
     score_columns: dict[str, str | None],
 ) -> dict[str, str]:
@@ -32,7 +33,7 @@ def write_plots(
     figures = {}
     if any(funnel.values()):
         figures["funnel"] = funnel_figure(funnel)
-    if any(values for sides in scores.values() for values in sides.values()):
+    if any(len(values) for sides in scores.values() for values in sides.values()):
         # A threshold given otherwise than as a number (a percentile, resolved per chunk) is not drawn.
         drawn = {c: thresholds.get(t) for c, t in score_columns.items() if isinstance(thresholds.get(t), int | float)}
         figures["scores"] = scores_figure(scores, drawn)
@@ -84,9 +85,9 @@ def _step_label(step: dict) -> str:
     return label
 
 
-def scores_figure(scores: dict[str, dict[str, list[float]]], thresholds: dict[str, float | None]) -> Figure:
+def scores_figure(scores: dict[str, dict[str, Sequence[float]]], thresholds: dict[str, float | None]) -> Figure:
     """A histogram per score: kept and rejected rows on the same bins, the threshold dashed."""
-    columns = [c for c, sides in scores.items() if any(sides.values())]
+    columns = [c for c, sides in scores.items() if any(len(values) for values in sides.values())]
     figure = Figure(figsize=(5.2 * len(columns), 3.8), layout="constrained")
     axes = figure.subplots(1, len(columns), squeeze=False)[0]
     for ax, column in zip(axes, columns):
