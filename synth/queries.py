@@ -26,6 +26,7 @@ from synth.filters.retrieval import (
     QueryConsistencyFilter,
     QueryLanguageFilter,
     RoundTripFilter,
+    chatter_reason,
 )
 from synth.generate.backends import Completion
 from synth.generate.tasks.queries import QueryPrompt, parse_queries
@@ -54,7 +55,7 @@ QUERY_COLUMNS = [
     ("rank", "rank of the passage among its chunk's passages for the query (1 = found first)"),
     ("negative / negatives", "hard negatives (with `--negatives`): the best-ranked other passages of the chunk that score below the passage; `negative` is the hardest"),
     ("lid_lang / lid_score / lid_detector / lid_status", "language ID of `query`"),
-    ("model / prompt_version / generation_params", "how `query` was generated"),
+    ("model / prompt_version / generation_params", "how `query` was generated (an answer that had to be resampled, after an empty or chatty one, has its retry's temperature and seed)"),
     ("prompt_tokens / completion_tokens", "tokens of the request that wrote the query (shared by the queries of one answer)"),
     ("raw_answer", "the model's answer before parsing"),
 ]
@@ -126,12 +127,15 @@ class QueriesJob(ChunkedJob):
     def requests_for(self, segment: Segment) -> list[Request]:
         c = self.config
         return [
-            Request(self.prompt.messages(segment.text, kind, c.per_passage, c.lang, c.query_lang), {"kind": kind})
+            Request(self.prompt.messages(segment.text, kind, c.per_passage, c.lang, c.query_lang), {"kind": kind, "passage": segment.text})
             for kind in c.kinds
         ]
 
     def is_usable(self, request: Request, text: str) -> bool:
-        return bool(parse_queries(text))
+        """An answer with at least one query that is not a refusal or talk about the task (an empty
+        answer, "Here are some search queries:", "I'm sorry, I cannot..." are retried once, resampled)."""
+        passage = request.meta.get("passage", "")
+        return any(chatter_reason(query, passage) is None for query in parse_queries(text, self.config.per_passage))
 
     def rows_from(self, segment: Segment, request: Request, completion: Completion | None, error: str | None) -> list[dict]:
         c = self.config
@@ -139,7 +143,8 @@ class QueriesJob(ChunkedJob):
         common = {
             "passage": segment.text, "passage_id": segment.id, "kind": kind, "query_lang": c.query_lang, "lang": c.lang,
             "source": segment.source, "line": segment.line, "model": self.model_name, "prompt_version": self.prompt.version,
-            "generation_params": json.dumps(c.generation_params, sort_keys=True),
+            # A resampled retry's own parameters where it wrote the answer (synth.generate.runner).
+            "generation_params": json.dumps((completion and completion.sampling) or c.generation_params, sort_keys=True),
             "raw_answer": completion.text if completion else None,
             "prompt_tokens": completion.prompt_tokens if completion else None,
             "completion_tokens": completion.completion_tokens if completion else None,

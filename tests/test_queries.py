@@ -136,7 +136,9 @@ def test_long_documents_are_split_into_passages_at_sentence_boundaries(tmp_path)
 def test_swahili_queries_pass_and_fail_the_right_filters(swahili_run):
     config, published, stats, server_stats = swahili_run
     out = config.out
-    assert server_stats["requests"] == 8 * 2 + 1  # the chatter-only answer was asked again once
+    # The three answers without a query (chatter only, a refusal, two meta queries) were asked again once.
+    assert server_stats["requests"] == 8 * 2 + 3
+    assert (stats["generation"]["unusable_retried"], stats["generation"]["unusable_kept"]) == (3, 3)
     kept, rejected = rows(out), rows(out, "rejects")
     assert published.kept_rows == len(kept) and published.rejected_rows == len(rejected)
     assert len(kept) + len(rejected) == 8 * 2 * 2 - 2  # the empty answer and the refusal: one row each

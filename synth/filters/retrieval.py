@@ -47,6 +47,15 @@ class EmptyQueryFilter:
         return [None if (row.get("query") or "").strip() else "empty_query" for row in rows]
 
 
+def chatter_reason(query: str, passage: str) -> str | None:
+    """`refusal:...` or `meta:...` when the query is a refusal or talk about the task, else None."""
+    for kind, pattern in (("refusal", REFUSAL), ("meta", META)):
+        match = pattern.search(query)
+        if match and match.group(0).casefold() not in passage.casefold():
+            return f"{kind}:{match.group(0)}"
+    return None
+
+
 class QueryChatterFilter:
     """A refusal or an apology, or talk about the task (`META`), where a query should be. A phrase
     the passage itself holds is content, not chatter ("the passage of the bill")."""
@@ -54,16 +63,7 @@ class QueryChatterFilter:
     name = "chatter"
 
     def judge(self, rows: list[dict]) -> list[str | None]:
-        verdicts = []
-        for row in rows:
-            verdict = None
-            for kind, pattern in (("refusal", REFUSAL), ("meta", META)):
-                match = pattern.search(row["query"])
-                if match and match.group(0).casefold() not in row["passage"].casefold():
-                    verdict = f"{kind}:{match.group(0)}"
-                    break
-            verdicts.append(verdict)
-        return verdicts
+        return [chatter_reason(row["query"], row["passage"]) for row in rows]
 
 
 class DuplicateQueryFilter:

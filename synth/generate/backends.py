@@ -28,6 +28,9 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    # The sampling parameters of this answer where they are not the job's (a resampled retry of
+    # an unusable answer: synth.generate.runner.resampled); None: the job's own.
+    sampling: dict | None = None
 
 
 class TransientError(Exception):

@@ -24,7 +24,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
@@ -43,6 +43,13 @@ class GenerationStats:
     succeeded: int = 0
     failed: int = 0            # items with no usable answer after every attempt
     retries: int = 0
+    # Answers the task could not use (empty, chatter, a refusal): at temperature 0 the same request
+    # gives the same answer, so each is retried once only, resampled (RetryPolicy.unusable_attempts);
+    # `unusable_fixed` of those retries gave a usable answer, `unusable_kept` did not (the last
+    # answer is kept for the filters to drop with its reason).
+    unusable_retried: int = 0
+    unusable_fixed: int = 0
+    unusable_kept: int = 0
     # Tokens of the answers kept, whether fresh or from the cache: what the data took to make.
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -53,8 +60,8 @@ class GenerationStats:
     errors: Counter = field(default_factory=Counter)  # transient error kinds seen
 
     _COUNTS = (
-        "requests", "cache_hits", "succeeded", "failed", "retries", "prompt_tokens", "completion_tokens",
-        "spent_prompt_tokens", "spent_completion_tokens",
+        "requests", "cache_hits", "succeeded", "failed", "retries", "unusable_retried", "unusable_fixed", "unusable_kept",
+        "prompt_tokens", "completion_tokens", "spent_prompt_tokens", "spent_completion_tokens",
     )
 
     def merge(self, other: "GenerationStats") -> None:
@@ -67,7 +74,8 @@ class GenerationStats:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GenerationStats":
-        return cls(**{**data, "errors": Counter(data.get("errors", {}))})
+        known = {name: data[name] for name in cls._COUNTS if name in data}  # a chunk staged by an older version lacks some
+        return cls(**known, errors=Counter(data.get("errors", {})))
 
 
 @dataclass
@@ -91,6 +99,14 @@ ANSWERED_KINDS = ("malformed", "unusable_answer")
 class RetryPolicy:
     max_attempts: int = 10
     max_wait: float = 30.0
+    # An answer the task cannot use (empty, chatter, a refusal) is no network accident: at
+    # temperature 0 the same request gets the same answer, so it is sent at most this many times,
+    # and the retry is resampled (`resampled`): at `resample_temperature` where the job samples
+    # greedily, with a seed, so that it can change something. The last answer is kept (its rows are
+    # dropped by the filters, with the reason). Transient errors (5xx, 429, timeouts) still get
+    # `max_attempts`.
+    unusable_attempts: int = 2
+    resample_temperature: float = 0.7
     # Waits before a retry, drawn from [0, ceiling] (full jitter, at most max_wait). After an HTTP
     # 5xx or an unusable answer the ceiling starts at `server_wait`: while most recent attempts
     # succeed, a failure is that request's bad luck, and a short wait costs the server nothing (the
@@ -128,6 +144,15 @@ def retry_wait(policy: RetryPolicy, attempt: int, error: TransientError, sick: b
     else:
         ceiling = policy.down_wait * 2 ** (attempt - 1)
     return random.uniform(0, min(policy.max_wait, ceiling))
+
+
+def resampled(params: dict, policy: RetryPolicy, retry: int) -> dict:
+    """The sampling of retry number `retry` (1-based) after an unusable answer: greedy decoding
+    (temperature 0) would give that answer again, so the temperature is raised to
+    `resample_temperature`; a seed makes the retry reproducible on servers that honour one
+    (vLLM, llama.cpp, OpenAI) and differ from any earlier one."""
+    temperature = float(params.get("temperature") or 0.0)
+    return {**params, "temperature": temperature if temperature > 0 else policy.resample_temperature, "seed": retry}
 
 
 class Circuit:
@@ -198,10 +223,13 @@ def prompt_size(messages: list[dict]) -> int:
 
 
 def _answer_dict(completion: Completion) -> dict:
-    return {
+    answer = {
         "text": completion.text, "prompt_tokens": completion.prompt_tokens,
         "completion_tokens": completion.completion_tokens, "finish_reason": completion.finish_reason,
     }
+    if completion.sampling is not None:  # answered by a resampled retry: with other parameters than the job's
+        answer["sampling"] = completion.sampling
+    return answer
 
 
 class RequestRunner:
@@ -269,9 +297,10 @@ class RequestRunner:
     ) -> list[Outcome]:
         """Answers for (cache key, messages) pairs, in order. Lower `priority` goes first (give
         the chunk index). `is_usable(index, text)` decides whether an answer is worth keeping
-        (e.g. the parser finds a translation in it); unusable ones are retried and the last one is
-        kept, so the filters record why it was dropped. `sizes` are the expected lengths of the
-        answers (larger goes first within a priority); by default the prompts' lengths."""
+        (e.g. the parser finds a translation in it); an unusable one is retried once, resampled (see
+        RetryPolicy.unusable_attempts), and the last one is kept, so the filters record why it was
+        dropped. `sizes` are the expected lengths of the answers (larger goes first within a
+        priority); by default the prompts' lengths."""
         stats = stats if stats is not None else GenerationStats()
         outcomes: list[Outcome | None] = [None] * len(requests)
         cached = self.cache.get_many([key for key, _ in requests])
@@ -279,7 +308,9 @@ class RequestRunner:
         for index, (key, _) in enumerate(requests):
             if key in cached:
                 answer = cached[key]
-                completion = Completion(answer["text"], answer["prompt_tokens"], answer["completion_tokens"], answer.get("finish_reason"))
+                completion = Completion(
+                    answer["text"], answer["prompt_tokens"], answer["completion_tokens"], answer.get("finish_reason"), answer.get("sampling")
+                )
                 outcomes[index] = Outcome(completion, cached=True)
                 stats.cache_hits += 1
                 stats.prompt_tokens += completion.prompt_tokens
@@ -312,6 +343,7 @@ class RequestRunner:
         self, key: str, messages: list[dict], priority: int, size: float, is_usable: Callable[[str], bool], stats: GenerationStats
     ) -> Outcome:
         last = self.policy.max_attempts
+        params, unusable = self.params, 0  # the sampling of the next attempt; unusable answers so far
         retrying = AsyncRetrying(
             stop=stop_after_attempt(last),
             # The slot is free while a retry waits: the backoff costs the server nothing.
@@ -329,7 +361,7 @@ class RequestRunner:
                     async with self.window.slot(priority, size, retry=number > 1):
                         stats.requests += 1
                         try:
-                            completion = await self.backend.complete(messages, self.params)
+                            completion = await self.backend.complete(messages, params)
                         except TransientError as error:
                             stats.errors[error.kind] += 1
                             self._attempted(failed=True)
@@ -338,10 +370,20 @@ class RequestRunner:
                     self.circuit.record(None)
                     stats.spent_prompt_tokens += completion.prompt_tokens
                     stats.spent_completion_tokens += completion.completion_tokens
-                    usable = number == last or is_usable(completion.text)
+                    if params is not self.params:
+                        completion = replace(completion, sampling=params)
+                    usable = is_usable(completion.text)
+                    if unusable:
+                        stats.unusable_fixed += usable
+                    if not usable and (number == last or unusable + 1 >= self.policy.unusable_attempts):
+                        stats.unusable_kept += 1  # kept as it is: its rows are dropped with a reason
+                        usable = True
                     self._attempted(failed=not usable)
                     if not usable:
                         stats.errors["unusable_answer"] += 1
+                        stats.unusable_retried += 1
+                        unusable += 1
+                        params = resampled(self.params, self.policy, unusable)
                         raise TransientError("unusable_answer", "the answer holds no usable text")
         except TransientError as error:
             stats.failed += 1

@@ -3,7 +3,9 @@
 Run it as ``python -m synth.testing.openai_server [options]``; it listens on 127.0.0.1 only and,
 once ready, prints one line ``LISTENING http://127.0.0.1:PORT/v1`` to stdout.
 
-Answers come from, in order: an ``--answers`` JSON file of substring matches, the query oracle
+Answers come from, in order: an ``--answers`` JSON file of substring matches (an entry may add a
+``sampled_answer``, given instead when the request samples, temperature > 0: a model whose greedy
+answer is chatter but whose sampled one is not), the query oracle
 (a search-query prompt of prompts/queries.toml about a UDHR article is answered with queries made
 of that article's words in the asked language: synth.testing.oracles), the UDHR oracle (a prompt
 that contains a whole UDHR article in any shipped language is answered with the English article
@@ -130,6 +132,13 @@ def load_answers(path: Path) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda pair: -len(pair[0]))
 
 
+def load_sampled_answers(path: Path) -> list[tuple[str, str]]:
+    """(match, sampled_answer) pairs of the entries that have one, longest match first."""
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    pairs = [(str(entry["match"]), str(entry["sampled_answer"])) for entry in entries if "sampled_answer" in entry]
+    return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+
 class FaultInjector:
     """Chooses the fault (or None) for each request: scripted per prompt first, then random rates."""
 
@@ -198,6 +207,7 @@ class FakeOpenAI:
         models: Sequence[str] = (DEFAULT_MODEL,),
         api_key: str | None = None,
         answers: Sequence[tuple[str, str]] = (),
+        sampled_answers: Sequence[tuple[str, str]] = (),
         default_answer: str = "I do not know.",
         latency: float = 0.0,
         per_token_latency: float = 0.0,
@@ -209,6 +219,7 @@ class FakeOpenAI:
         self.models = list(models)
         self.api_key = api_key
         self.answers = list(answers)
+        self.sampled_answers = list(sampled_answers)
         self.default_answer = default_answer
         self.latency = latency
         self.per_token_latency = per_token_latency
@@ -296,7 +307,8 @@ class FakeOpenAI:
                 # A failing provider fails before generating: only the base latency is spent.
                 await asyncio.sleep(self.latency)
                 return self._fault_response(fault)
-            content = "" if fault == "empty" else self._answer(messages)
+            sampling = isinstance(body.get("temperature"), (int, float)) and body["temperature"] > 0
+            content = "" if fault == "empty" else self._answer(messages, sampling)
             await asyncio.sleep(self.latency + self.per_token_latency * count_tokens(content))
         self.stats.answered_ok += 1
         return web.json_response(self._completion(model, messages, content))
@@ -325,9 +337,12 @@ class FakeOpenAI:
             if self.semaphore is not None:
                 self.semaphore.release()
 
-    def _answer(self, messages: list[dict[str, Any]]) -> str:
+    def _answer(self, messages: list[dict[str, Any]], sampling: bool = False) -> str:
         user_messages = [message for message in messages if message.get("role") == "user"]
         prompt = message_text(user_messages[-1]) if user_messages else ""
+        for match, answer in self.sampled_answers if sampling else ():
+            if match in prompt:
+                return answer
         for match, answer in self.answers:
             if match in prompt:
                 return answer
@@ -420,6 +435,7 @@ async def serve(args: argparse.Namespace) -> None:
         models=args.models or [DEFAULT_MODEL],
         api_key=args.api_key,
         answers=load_answers(args.answers) if args.answers else (),
+        sampled_answers=load_sampled_answers(args.answers) if args.answers else (),
         default_answer=args.default_answer,
         latency=args.latency,
         per_token_latency=args.per_token_latency,
