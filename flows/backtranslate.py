@@ -45,6 +45,7 @@ def backtranslate(
     top_p: float = 1.0,
     request_timeout: float = 120.0,
     max_attempts: int = 10,
+    max_answer_bytes: int = 1 << 20,
     price_input: float | None = None,
     price_output: float | None = None,
     prompt_file: str | None = None,

@@ -5,6 +5,7 @@ import functools
 import inspect
 import json
 import importlib
+import logging
 import os
 import shlex
 import sqlite3
@@ -30,9 +31,53 @@ console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
+    from synth.redact import scrub
+
     # Escaped: a message may hold brackets (`pip install 'synth[vllm]'`, a file name) that are not markup.
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    # Scrubbed: it may quote an endpoint's or the Hub's answer, which may echo a key.
+    console.print(f"[bold red]error:[/] {escape(scrub(message))}", highlight=False)
     raise typer.Exit(code)
+
+
+# Exit codes of a run stopped by a signal (the shell's convention: 128 + the signal's number).
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class _Stopped:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that a stopped run unwinds the same
+    way (answers flushed to the cache, locks released); `signal` says which one it was."""
+
+    signal: str | None = None
+
+    @classmethod
+    def install(cls) -> None:
+        import signal
+
+        def on_term(number, frame):
+            cls.signal = "SIGTERM"
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_term)
+
+
+class _WarningsToConsole(logging.Handler):
+    """synth's warnings (a damaged cache set aside, a lock taken over) as lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from synth.redact import scrub
+
+        console.print(f"[yellow]warning:[/] {escape(scrub(record.getMessage()))}", highlight=False)
+
+
+def _report_warnings() -> None:
+    from synth.redact import install_log_filter
+
+    logger = logging.getLogger("synth")
+    if not any(isinstance(handler, _WarningsToConsole) for handler in logger.handlers):
+        logger.addHandler(_WarningsToConsole(logging.WARNING))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    install_log_filter()
 
 
 def validation_message(error: ValidationError) -> str:
@@ -74,6 +119,7 @@ def job_options(
     top_p: Annotated[float, typer.Option()] = 1.0,
     request_timeout: Annotated[float, typer.Option(help="Seconds per request")] = 120.0,
     max_attempts: Annotated[int, typer.Option(help="Attempts per request (retries on 429/5xx/timeouts/malformed answers)")] = 10,
+    max_answer_bytes: Annotated[int, typer.Option(help="Largest answer accepted, in bytes after decompression; a larger one fails as generation_failed:too_large")] = 1 << 20,
     price_input: Annotated[Optional[float], typer.Option(help="USD per million prompt tokens: stats.json and the card then give the cost")] = None,
     price_output: Annotated[Optional[float], typer.Option(help="USD per million completion tokens")] = None,
     lid_detectors: Annotated[str, typer.Option(help="Language detectors in order of preference, or 'none': no language-ID filter (benchmarks, data filtered later)")] = "pycld2,langdetect,py3langid",
@@ -94,7 +140,7 @@ def job_options(
         vllm_args=engine_args(vllm_arg or []), api_key_env=api_key_env, embedder=embedder,
         text_field=text_field, input_format=input_format, segment=segment, limit=limit, concurrency=concurrency,
         chunk_size=chunk_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        request_timeout=request_timeout, max_attempts=max_attempts, price_input=price_input, price_output=price_output,
+        request_timeout=request_timeout, max_attempts=max_attempts, max_answer_bytes=max_answer_bytes, price_input=price_input, price_output=price_output,
         lid_detectors=[d.strip() for d in lid_detectors.split(",") if d.strip() and d.strip() != "none"],
         lid_detector=assignments(lid_detector, "--lid-detector"), **given(lid_min_score=per_language(lid_min_score, "--lid-min-score")),
         prompt_file=prompt_file, cache_dir=cache_dir, rows_per_shard=rows_per_shard, license=license,
@@ -424,10 +470,14 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
     from huggingface_hub.errors import HfHubHTTPError
 
     from synth.generate.runner import GenerationAborted
+    from synth.job import stop_filter_process
     from synth.publish.hub import HubPushError
     from synth.read import CorpusError
+    from synth.runlock import OutputError
 
     check_hub_token(config)
+    _report_warnings()
+    _Stopped.install()
     started = time.time()
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"), TimeElapsedColumn(), console=console, transient=True) as progress:
@@ -435,7 +485,14 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
             published, stats = job_class(config).run(
                 on_done=lambda n: progress.advance(task, n), command=shlex.join(["synth", *sys.argv[1:]])
             )
-    except CorpusError as error:
+    except KeyboardInterrupt:
+        stop_filter_process()
+        how, code = ("by SIGTERM", EXIT_SIGTERM) if _Stopped.signal == "SIGTERM" else ("by Ctrl-C (SIGINT)", EXIT_SIGINT)
+        _fail(
+            f"stopped {how}. Every answer received is in the generation cache and every finished chunk is "
+            f"staged in {config.out}/.synth: rerun the same command to go on.", code=code,
+        )
+    except (CorpusError, OutputError) as error:
         _fail(f"{error}")
     except GenerationAborted as error:
         _fail(f"generation stopped: {error}", code=3)

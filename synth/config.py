@@ -191,6 +191,7 @@ class JobConfig(PublishSettings, FilterSettings):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     request_timeout: float = Field(120.0, gt=0)
     max_attempts: int = Field(10, ge=1, description="Attempts per request; an endpoint that is down stops the job sooner (the circuit)")
+    max_answer_bytes: int = Field(1 << 20, ge=1024, description="Largest answer accepted, in bytes after decompression; a larger one fails its request as generation_failed:too_large (not retried)")
     price_input: float | None = Field(None, ge=0, description="USD per million prompt tokens: stats.json and the card then give the cost")
     price_output: float | None = Field(None, ge=0, description="USD per million completion tokens")
     prompt_file: str | None = Field(None, description="Another template than the task's prompts/TASK.toml")

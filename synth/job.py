@@ -12,6 +12,7 @@ the filtering of the last. The CLI and the Prefect flows drive these same method
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -30,7 +31,9 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from synth import redact
 from synth.filters.base import FilterChain, FilterStats
 from synth.filters.langid import LanguageIdentifier, LanguageIdFilter
 from synth.filters.pairs import language_identifier
@@ -38,11 +41,46 @@ from synth.generate.backends import SMOLLM2_MODEL_NAME, Backend, Completion, Fat
 from synth.generate.cache import GenerationCache, cache_key
 from synth.generate.runner import GenerationAborted, GenerationStats, RequestRunner, RetryPolicy
 from synth.publish import CardInfo, PublishResult, View, atomic_write_json, atomic_write_parquet, publish_dataset
+from synth.publish.dataset import DEFAULT_FOLDER, REJECTS
 from synth.publish.hub import HubPush, push_folder
 from synth.read import CorpusError, ReadStats, Segment, chunked, read_segments
+from synth.runlock import locked_output
 from synth.schema import table_from_rows
 
 GENERATE_STEP = "generate"
+log = logging.getLogger("synth")
+# A rejected row keeps at most this many characters of each generated column (the answer, the
+# text parsed from it): enough to see why it was dropped, not a runaway answer stored twice.
+REJECT_EXCERPT_CHARS = 4096
+# Columns of a row that come from the model (the rest is the corpus's own, kept whole).
+GENERATED_COLUMNS = ("raw_answer", "translation", "query")
+
+
+def bounded_excerpt(text, limit: int = REJECT_EXCERPT_CHARS):
+    """`text` cut to `limit` characters, saying how much was cut; other values as they are."""
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters cut]"
+
+
+def _excerpted(row: dict) -> dict:
+    """A rejected row with its generated columns cut to REJECT_EXCERPT_CHARS."""
+    if not any(isinstance(row.get(name), str) and len(row[name]) > REJECT_EXCERPT_CHARS for name in GENERATED_COLUMNS):
+        return row
+    return {**row, **{name: bounded_excerpt(row[name]) for name in GENERATED_COLUMNS if name in row}}
+
+
+def set_aside(path: Path, reason: str, into: Path | None = None) -> Path | None:
+    """Move a damaged file out of the way, into `into` (default: a `damaged` folder beside it),
+    renamed with the time: kept for inspection, never read again. Says so in the log."""
+    if not path.exists():
+        return None
+    into = into or path.parent / "damaged"
+    into.mkdir(parents=True, exist_ok=True)
+    target = into / f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+    os.replace(path, target)
+    log.warning("%s is damaged (%s): set aside as %s and redone", path, reason, target.name)
+    return target
 
 
 @dataclass
@@ -106,6 +144,18 @@ def _filter_process() -> ProcessPoolExecutor:
             max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_filter_worker
         )
     return _filter_pool
+
+
+def stop_filter_process() -> None:
+    """End the filter process now (a run stopped by a signal): what it was staging is redone on
+    the rerun, and the interpreter does not wait for it on the way out."""
+    global _filter_pool
+    pool, _filter_pool = _filter_pool, None
+    if pool is None:
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _start_filter_worker() -> None:
@@ -250,22 +300,70 @@ class ChunkedJob:
         path = self._result_path(chunk.key)
         if not path.exists():
             return None
-        result = ChunkResult.load(path)
+        try:
+            result = ChunkResult.load(path)
+        except (ValueError, TypeError, UnicodeDecodeError) as error:  # garbage JSON, or not a chunk's record
+            self._set_chunk_aside(chunk, f"unreadable record: {error!r:.120}")
+            return None
         result.reused = True
         # The staged files sit next to this record: found there even when OUT was moved or renamed.
         result.kept_path = str(self.chunk_dir / Path(result.kept_path).name)
         result.rejects_path = str(self.chunk_dir / Path(result.rejects_path).name)
         if not (Path(result.kept_path).exists() and Path(result.rejects_path).exists()):
             return None
+        # A damaged part (garbage, cut short) is redone now rather than failing the publish later:
+        # its answers are in the generation cache, so redoing it costs no request.
+        for part, rows in ((result.kept_path, result.kept), (result.rejects_path, result.rejected)):
+            try:
+                found = pq.read_metadata(part).num_rows
+            except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+                self._set_chunk_aside(chunk, f"{Path(part).name} unreadable: {error!r:.120}")
+                return None
+            if found != rows:
+                self._set_chunk_aside(chunk, f"{Path(part).name} holds {found} rows, its record says {rows}")
+                return None
         return result if result.generation_failures == 0 else None
 
+    def _set_chunk_aside(self, chunk: Chunk, reason: str) -> None:
+        """Every file of a damaged staged chunk, renamed out of the way (the record first: without
+        it the chunk counts as not done), so that the chunk is redone."""
+        damaged = self.config.work_dir / "damaged"
+        set_aside(self._result_path(chunk.key), reason, damaged)
+        for path in self.chunk_dir.glob(f"{chunk.key}.*.parquet"):
+            set_aside(path, f"part of the damaged chunk {chunk.key}", damaged)
+
     # --- generate --------------------------------------------------------------------------------
+    def register_secrets(self) -> None:
+        """The job's API key and Hub token, wherever they come from, scrubbed from every text."""
+        c = self.config
+        redact.register(
+            self.api_key, self.hub_token, os.environ.get(getattr(c, "api_key_env", "") or ""),
+            os.environ.get(getattr(c, "hub_token_env", "") or ""),
+        )
+
+    def exclusive(self, run_id: str | None = None, command: str | None = None):
+        """A context that checks the output folder (and a separate --cache-dir) and holds their
+        locks: one run at a time per dataset. Raises synth.runlock.OutputError (RunLocked when
+        another run holds them) with a message that says what to do."""
+        c = self.config
+        self.register_secrets()
+        return locked_output(
+            c.out, getattr(c, "cache_dir", None),
+            files=["README.md", "stats.json"],
+            folders=[DEFAULT_FOLDER, REJECTS, "plots", *(view.name for view in self.views())],
+            run_id=run_id, command=redact.scrub(command) if command else None,
+        )
+
     def open_backend(self) -> Backend:
         """Inside the event loop that will use it."""
         c = self.config
+        self.register_secrets()
         if self.uses_server:
             api_key = self.api_key if self.api_key is not None else os.environ.get(c.api_key_env)
-            return OpenAIBackend(c.base_url, self.model_name, api_key, timeout=c.request_timeout, max_connections=c.concurrency)
+            return OpenAIBackend(
+                c.base_url, self.model_name, api_key, timeout=c.request_timeout, max_connections=c.concurrency,
+                max_answer_bytes=c.max_answer_bytes,
+            )
         if c.backend == "vllm":
             try:
                 return _vllm_backend(self.model_name, json.dumps(c.vllm_args, sort_keys=True))
@@ -359,7 +457,9 @@ class ChunkedJob:
         kept_path = self.chunk_dir / f"{chunk.key}.kept.parquet"
         rejects_path = self.chunk_dir / f"{chunk.key}.rejects.parquet"
         atomic_write_parquet(table_from_rows(kept, self.kept_schema), kept_path)
-        atomic_write_parquet(table_from_rows(failed + rejected, self.reject_schema), rejects_path)
+        # Generated columns of rejects are cut to an excerpt (a job that generates nothing keeps its input whole).
+        rejects = [_excerpted(row) for row in failed + rejected] if self.generates else failed + rejected
+        atomic_write_parquet(table_from_rows(rejects, self.reject_schema), rejects_path)
         result = ChunkResult(
             index=chunk.index, key=chunk.key, kept_path=str(kept_path), rejects_path=str(rejects_path),
             kept=len(kept), rejected=len(failed) + len(rejected), generation=generation.as_dict(),
@@ -508,6 +608,7 @@ class ChunkedJob:
         the published folder: the same data publishes the same bytes, so pushing it again is a no-op.
         """
         c = self.config
+        command = redact.scrub(command) if command else command  # a URL in it may carry user:password@
         stats = self.stats(results, started)
         run = {"id": run_id or new_run_id(), **stats.pop("run")}
         card = self.card_info(command)
@@ -534,6 +635,7 @@ class ChunkedJob:
         has these files). The token: `token`, else `self.hub_token`, else the `hub_token_env` variable."""
         c = self.config
         token = token or self.hub_token or os.environ.get(c.hub_token_env)
+        redact.register(token)
         message = f"synth {self.task} run {run_id}: {published.kept_rows} kept, {published.rejected_rows} rejected"
         return push_folder(c.out, c.push_to_hub, token=token, private=c.private, message=message)
 
@@ -549,10 +651,12 @@ class ChunkedJob:
         """The whole job in this process, then the push if `config.push_to_hub` names a repo."""
         started = time.time()
         run_id = run_id or new_run_id()
-        results = asyncio.run(self.run_async(on_done))
-        published, stats = self.publish(results, started, command, run_id)
-        if self.config.push_to_hub:
-            published.hub = self.push(published, run_id)
+        # Held until the push is done: a second run into the same folder stops at once.
+        with self.exclusive(run_id, command):
+            results = asyncio.run(self.run_async(on_done))
+            published, stats = self.publish(results, started, command, run_id)
+            if self.config.push_to_hub:
+                published.hub = self.push(published, run_id)
         return published, stats
 
 

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -120,8 +121,20 @@ def _many(tmp_path: Path, n: int, name: str, start: int = 0) -> Path:
     return _stage(tmp_path / f"{name}.parquet", [_row(i) for i in range(start, start + n)], BACKTRANSLATION_SCHEMA)
 
 
+def _unhashed(name: str) -> str:
+    """A shard's name without the hash of its bytes that ends it (train-00000-of-00001-<hash>.parquet)."""
+    return re.sub(r"-[0-9a-f]{16}(?=\.parquet$)", "", name)
+
+
 def _files(directory: Path) -> list[str]:
     return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+
+
+def _names(directory: Path) -> list[str]:
+    """The folder's files, shards named without their hash (checked to be there)."""
+    names = _files(directory)
+    assert all(re.search(r"-of-\d{5}-[0-9a-f]{16}\.parquet$", n) for n in names if n.endswith(".parquet") and "-of-" in n)
+    return sorted(_unhashed(n) for n in names)
 
 
 def _load(out: Path, cache: Path, config: str | None = None):
@@ -136,7 +149,7 @@ def test_publish_writes_every_config_in_bounded_shards_in_order(published):
     out, result = published
 
     shards = [f"{folder}/train-0000{i}-of-00003.parquet" for folder in ("data", "pairs", "translation") for i in range(3)]
-    assert _files(out) == sorted([
+    assert _names(out) == sorted([
         "README.md", *shards, "plots/funnel.png", "plots/scores.png",
         "rejects/train-00000-of-00001.parquet", "stats.json",
     ])
@@ -156,7 +169,7 @@ def test_chunk_sized_parts_make_large_row_groups(tmp_path, card, monkeypatch):
     kept = [_many(tmp_path, 30, f"part-{i}", start=30 * i) for i in range(9)]  # 270 rows in parts of 30
     out = tmp_path / "out"
     _publish(out, kept, [], card, splits="train", rows_per_shard=250)
-    shards = [pq.ParquetFile(out / "data" / name) for name in ("train-00000-of-00002.parquet", "train-00001-of-00002.parquet")]
+    shards = [pq.ParquetFile(path) for path in sorted((out / "data").glob("train-*.parquet"))]
     # 250 rows: row groups of 120 (four parts reach 100), 120, then the shard's last 10; the rest: 20.
     assert [[f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups)] for f in shards] == [[120, 120, 10], [20]]
     assert [row["line"] for f in shards for row in f.read().to_pylist()] == list(range(270))
@@ -293,12 +306,12 @@ def test_stats_json(published):
     assert stats["splits"]["rows"] == {
         "default": {"train": 7}, "pairs": {"train": 7}, "translation": {"train": 7}, "rejects": {"train": 3},
     }
-    assert stats["files"][:3] == [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
-    assert stats["files"][-1] == "rejects/train-00000-of-00001.parquet"
+    assert [_unhashed(f) for f in stats["files"][:3]] == [f"data/train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert _unhashed(stats["files"][-1]) == "rejects/train-00000-of-00001.parquet"
 
 
 def test_card_metadata_and_body(published):
-    out, _ = published
+    out, result = published
     card = _card()
     text = (out / "README.md").read_text(encoding="utf-8")
 
@@ -310,9 +323,10 @@ def test_card_metadata_and_body(published):
     assert data.task_categories == ["translation", "sentence-similarity"]
     assert data.tags == ["synthetic", "back-translation"]
     assert data.pretty_name
+    # Each config lists the exact files of this version (no glob: see test_unattended.py's republish tests).
     assert data.configs == [
-        {"config_name": name, "data_files": [{"split": "train", "path": f"{folder}/train-*.parquet"}]}
-        for name, folder in (("default", "data"), ("pairs", "pairs"), ("translation", "translation"), ("rejects", "rejects"))
+        {"config_name": name, "data_files": [{"split": "train", "path": result.config(name).files["train"]}]}
+        for name in ("default", "pairs", "translation", "rejects")
     ]
 
     assert card.summary in text and card.training in text
@@ -367,7 +381,7 @@ def test_republish_with_fewer_rows_removes_stale_files(tmp_path, staged, card):
     (out / "rejects" / "rejects-00000-of-00001.parquet").write_bytes(b"")  # the layout before splits
     _publish(out, kept[:1], [], card, splits="train", rows_per_shard=3)
 
-    assert _files(out) == [
+    assert _names(out) == [
         "README.md",
         "data/train-00000-of-00001.parquet",
         "pairs/train-00000-of-00001.parquet",

@@ -21,6 +21,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from synth.redact import scrub
+
+# An answer's body (after decompression) is read up to `max_answer_bytes`, then the request fails
+# as `too_large`. An error body is read up to ERROR_BODY_BYTES only (its message is all we need).
+DEFAULT_MAX_ANSWER_BYTES = 1 << 20
+ERROR_BODY_BYTES = 64 << 10
+# No tokenizer emits tokens longer than this many UTF-8 bytes in practice: an answer's text longer
+# than max_tokens times this is more than the server was asked for (it ignored max_tokens).
+MAX_BYTES_PER_TOKEN = 32
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(response, limit: int) -> bytes:
+    """The body, decompressed, or _TooLarge as soon as it passes `limit` bytes (a gzip bomb is
+    never expanded in full)."""
+    length = response.content_length
+    if length is not None and not response.headers.get("Content-Encoding") and length > limit:
+        raise _TooLarge(f"{length:,} bytes announced")
+    parts, size = [], 0
+    async for part in response.content.iter_chunked(64 << 10):
+        size += len(part)
+        if size > limit:
+            raise _TooLarge(f"over {limit:,} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
 
 @dataclass
 class Completion:
@@ -32,18 +61,32 @@ class Completion:
     # an unusable answer: synth.generate.runner.resampled); None: the job's own.
     sampling: dict | None = None
 
+    def __post_init__(self) -> None:
+        # An answer may repeat a key (an echoing server, a model shown one): scrubbed before it
+        # reaches the cache, the staged chunks, the dataset or a message (synth.redact).
+        self.text = scrub(self.text)
+
 
 class TransientError(Exception):
     """Worth retrying: 429, 5xx, timeouts, dropped connections, malformed bodies."""
 
     def __init__(self, kind: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
+        super().__init__(scrub(message))  # an error body may echo the Authorization header
         self.kind = kind
         self.retry_after = retry_after
 
 
+class RequestFailed(TransientError):
+    """This request failed for good, the job goes on: it becomes a reject `generation_failed:KIND`
+    without a retry (e.g. `too_large`: an answer over --max-answer-bytes, or longer than
+    --max-tokens can give; asking again would pay for it again)."""
+
+
 class FatalError(Exception):
     """Retrying cannot help (wrong key, unknown model, bad request): the job stops and says why."""
+
+    def __init__(self, message: str):
+        super().__init__(scrub(message))  # it may quote an endpoint's answer, which may echo a key
 
 
 class Backend(Protocol):
@@ -127,8 +170,10 @@ class OpenAIBackend:
         max_connections: int = 1000,
         rest_after: int = 3,
         rest_seconds: float = 5.0,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ):
         self.model = model
+        self.max_answer_bytes = max_answer_bytes
         self.base_urls = list(base_urls)
         self.timeout = timeout
         self.rest_after = rest_after
@@ -218,7 +263,15 @@ class OpenAIBackend:
                 proxy, proxy_auth = self._proxies[index]
                 async with self._session(index).post(self._endpoints[index], data=body, proxy=proxy, proxy_auth=proxy_auth) as response:
                     status, headers = response.status, response.headers
-                    content = await response.read()
+                    try:
+                        content = await _read_capped(response, self.max_answer_bytes if status < 400 else ERROR_BODY_BYTES)
+                    except _TooLarge as too_large:
+                        if status < 400:
+                            self._reached(index)
+                            raise RequestFailed(
+                                "too_large", f"the answer from {url} is too large ({too_large}; --max-answer-bytes {self.max_answer_bytes:,})"
+                            ) from None
+                        content = b"(an error body too large to read)"
         except (aiohttp.ClientError, TimeoutError) as error:
             self._unanswered(index)
             if refused := _connect_error(error):
@@ -241,6 +294,11 @@ class OpenAIBackend:
             choice = answer["choices"][0]
             text = choice["message"]["content"]
             usage = answer.get("usage") or {}
+            max_tokens = params.get("max_tokens")
+            if isinstance(text, str) and max_tokens and len(text.encode("utf-8")) > max_tokens * MAX_BYTES_PER_TOKEN:
+                raise RequestFailed(
+                    "too_large", f"the answer from {url} is longer ({len(text):,} characters) than max_tokens={max_tokens} can give"
+                )
             return Completion(
                 text=text if isinstance(text, str) else "",
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),

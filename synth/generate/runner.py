@@ -26,9 +26,9 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt
 
-from synth.generate.backends import Backend, Completion, FatalError, TransientError
+from synth.generate.backends import Backend, Completion, FatalError, RequestFailed, TransientError
 from synth.generate.cache import GenerationCache
 
 
@@ -348,7 +348,8 @@ class RequestRunner:
             stop=stop_after_attempt(last),
             # The slot is free while a retry waits: the backoff costs the server nothing.
             wait=lambda state: retry_wait(self.policy, state.attempt_number, state.outcome.exception(), self.sick),
-            retry=retry_if_exception_type(TransientError),
+            # A RequestFailed (an answer too large) fails the request at once: asking again pays again.
+            retry=retry_if_exception_type(TransientError) & retry_if_not_exception_type(RequestFailed),
             reraise=True,
         )
         try:

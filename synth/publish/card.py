@@ -67,8 +67,10 @@ class PublishedConfig:
         return sum(self.rows.values())
 
     def data_files(self) -> list[dict]:
-        """The card's `data_files`: only splits with rows (`datasets` cannot load an empty split)."""
-        return [{"split": split, "path": f"{self.folder}/{split}-*.parquet"} for split in self.files]
+        """The card's `data_files`: only splits with rows (`datasets` cannot load an empty split),
+        each with the exact files of this version (no glob: while a republish is under way the
+        folder also holds the other version's shards, and the card must not read both)."""
+        return [{"split": split, "path": list(files)} for split, files in self.files.items()]
 
 
 def size_category(rows: int) -> str:

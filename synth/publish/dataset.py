@@ -1,16 +1,23 @@
 """Publish staged Parquet parts as a dataset folder that `datasets.load_dataset` and the Hub read:
 
-    out_dir/data/{split}-0000i-of-0000n.parquet     kept rows with provenance (config "default")
-    out_dir/{view}/{split}-0000i-of-0000n.parquet   each view of the kept rows (e.g. "pairs")
-    out_dir/rejects/train-0000i-of-0000n.parquet    rejected rows (config "rejects")
-    out_dir/plots/*.png                             funnel and score histograms
+    out_dir/data/{split}-0000i-of-0000n-{hash}.parquet     kept rows with provenance (config "default")
+    out_dir/{view}/{split}-0000i-of-0000n-{hash}.parquet   each view of the kept rows (e.g. "pairs")
+    out_dir/rejects/train-0000i-of-0000n-{hash}.parquet    rejected rows (config "rejects")
+    out_dir/plots/*.png                                    funnel and score histograms
     out_dir/stats.json
-    out_dir/README.md                               the dataset card
+    out_dir/README.md                                      the dataset card
 
 Every kept config splits its records the same way (by a hash of `split_key`); a split with no rows
 gets no file and is not declared in the card.
+
+A republish is atomic for readers. A shard's name ends with a hash of its bytes, so the new
+version's shards never replace the old one's (the same bytes keep the same name); the card,
+written last and atomically, lists the exact files of its version in `data_files`; the old
+version's files are removed only after it. At every instant `load_dataset` (or the Hub, whose
+commits are atomic) reads one whole version, the old or the new, never both and never neither.
 """
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +35,15 @@ from synth.publish.atomic import (
     replace_durably,
 )
 from synth.publish.card import CardInfo, PublishedConfig, render_card
+from synth.redact import scrub
 from synth.publish.hub import HubPush
 from synth.publish.views import DEFAULT_SPLITS, TRAIN, Splits, View, positions
 
 DEFAULT_FOLDER = "data"
 REJECTS = "rejects"
-_SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].parquet"
+# Shards of this layout and of the one before (no hash in the name).
+_SHARD_GLOB = "*-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9]*.parquet"
+SHARD_HASH_CHARS = 16
 
 
 @dataclass
@@ -140,7 +150,8 @@ def publish_dataset(
         "splits": {"rule": str(splits), "key": split_key, "rows": {c.name: c.rows for c in configs}},
         "files": files,
     })
-    atomic_write_text(out_dir / "README.md", render_card(card, stats, configs, plots, _split_rule(splits, split_key)))
+    # Written last: the switch from the old version to this one (it lists this version's files).
+    atomic_write_text(out_dir / "README.md", scrub(render_card(card, stats, configs, plots, _split_rule(splits, split_key))))
     _remove_stale(out_dir, [DEFAULT_FOLDER, *(view.name for view in views), REJECTS], keep={out_dir / f for f in files})
     return PublishResult(out_dir, configs)
 
@@ -249,10 +260,14 @@ class _ShardWriter:
             self._writer = None
 
     def commit(self) -> list[Path]:
+        """Name each shard after its place and its bytes: the new files never replace the ones
+        the current card lists (unless they are the same bytes)."""
         count = len(self._temps)
-        finals = [self.directory / f"{self.prefix}-{i:05d}-of-{count:05d}.parquet" for i in range(count)]
-        for temp, final in zip(self._temps, finals):
+        finals = []
+        for i, temp in enumerate(self._temps):
+            final = self.directory / f"{self.prefix}-{i:05d}-of-{count:05d}-{_digest(temp)}.parquet"
             replace_durably(temp, final)
+            finals.append(final)
         return finals
 
     def discard(self) -> None:
@@ -268,6 +283,11 @@ class _ShardWriter:
         self._temps.append(temp)  # listed before it exists, so discard() also finds a half-made one
         self._writer = pq.ParquetWriter(temp, self.schema)
         self._room = self.rows_per_shard
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:SHARD_HASH_CHARS]
 
 
 def _read_part(path: Path, schema: pa.Schema) -> pa.Table:

@@ -10,6 +10,7 @@ in; it is never printed, logged or written.
 """
 
 import fnmatch
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,11 +69,18 @@ def push_folder(
 
 
 def _published_files(folder: Path) -> list[str]:
-    """The folder's published files, relative and sorted (hidden files and .synth/ never)."""
+    """The folder's published files, relative and sorted (hidden files and .synth/ never). Of the
+    shards, those of the version stats.json lists (a publish cut short may have left another's)."""
+    try:
+        listed = set(json.loads((folder / "stats.json").read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = None
     found = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
         if not path.is_file() or any(part.startswith(".") for part in Path(relative).parts):
+            continue
+        if listed is not None and relative.endswith(".parquet") and relative not in listed:
             continue
         if any(fnmatch.fnmatch(relative, pattern) for pattern in PUBLISHED_FILES):
             found.append(relative)

@@ -7,10 +7,12 @@ like a Hub repo). Everything is streamed: memory grows with the dedup set, not t
 
 import codecs
 import csv
+import errno
 import glob
 import gzip
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from itertools import chain, islice
@@ -189,6 +191,7 @@ def _segments(
 def _expand_one(item: str | Path) -> list[Path]:
     name = os.path.expanduser(os.fspath(item))
     path = Path(name)
+    _check_special(path)
     if path.exists():  # before globbing: "a[1].txt" may be a real file name
         if path.is_dir() and not _is_dataset_dir(path):
             raise CorpusError(
@@ -205,6 +208,27 @@ def _expand_one(item: str | Path) -> list[Path]:
             raise CorpusError(name, "no file matches this pattern. Check the folder and the extension.")
         return matches
     raise CorpusError(name, f"no such file or folder. Check the path (relative paths start in {os.getcwd()}).")
+
+
+def _check_special(path: Path) -> None:
+    """A symbolic link that leads nowhere, a named pipe, a device or a socket: CorpusError."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CorpusError(path, "a loop of symbolic links (it leads back to itself). Point it at the real file.") from None
+        if os.path.islink(path):
+            raise CorpusError(
+                path, f"a symbolic link to {os.readlink(path)!r}, which does not exist. Fix the link or name the real file."
+            ) from None
+        return  # not there at all: a glob, or "no such file", said by the caller
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise CorpusError(
+            path,
+            f"{kind}, not a file. synth reads its inputs more than once (and again on a rerun): "
+            "write the stream to a file first and name that file.",
+        )
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -268,19 +292,32 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise CorpusError(path, f"not a readable gzip file ({error}).") from None
 
 
+def parse_json_line(path: Path, line: str, number: int) -> Any:
+    """One JSON Lines record, or CorpusError saying what is wrong with it and what to do."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise CorpusError(
+            path,
+            f"not valid JSON ({error.msg} at column {error.colno}). Each line must hold one JSON object.",
+            number,
+        ) from None
+    except RecursionError:
+        raise CorpusError(
+            path, "JSON nested too deeply to read (thousands of levels). Flatten the record, or drop the line.", number
+        ) from None
+    except ValueError as error:  # an integer of more than 4,300 digits (sys.set_int_max_str_digits)
+        raise CorpusError(
+            path, f"a number too long to read ({str(error).split(';')[0]}). Write it as a string, or drop the field.", number
+        ) from None
+
+
 def _jsonl_rows(path: Path, field: str) -> Iterator[tuple[int, Any]]:
     for number, line in _lines(path):
         if not line.strip():
             yield number, None  # a blank line is an empty record
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise CorpusError(
-                path,
-                f"not valid JSON ({error.msg} at column {error.colno}). Each line must hold one JSON object.",
-                number,
-            ) from None
+        record = parse_json_line(path, line, number)
         if not isinstance(record, dict):
             raise CorpusError(
                 path,
@@ -296,7 +333,9 @@ def _jsonl_rows(path: Path, field: str) -> Iterator[tuple[int, Any]]:
 def _csv_rows(path: Path, field: str, delimiter: str) -> Iterator[tuple[int, Any]]:
     # Long documents exceed the csv module's 128 KiB cell limit; 2**31 - 1 fits a C long everywhere.
     csv.field_size_limit(2**31 - 1)
-    reader = csv.reader((line for _, line in _lines(path)), delimiter=delimiter)
+    # strict: a quote opened and never closed is an error, not the rest of the file as one cell.
+    reader = csv.reader((line for _, line in _lines(path)), delimiter=delimiter, strict=True)
+    start = 1
     try:
         header = next(reader, None)
         if header is None:
@@ -313,6 +352,13 @@ def _csv_rows(path: Path, field: str, delimiter: str) -> Iterator[tuple[int, Any
             yield start, row[column] if column < len(row) else None
             start = reader.line_num + 1
     except csv.Error as error:
+        if "unexpected end of data" in str(error):
+            raise CorpusError(
+                path,
+                f"a quoted cell opens on line {start} and is never closed (the rest of the file would be one cell). "
+                "Close the quote (a quote inside a cell is written twice: \"\"), or read the file with --format text.",
+                start,
+            ) from None
         raise CorpusError(path, f"malformed CSV ({error}). Check quoting and the delimiter.", reader.line_num) from None
 
 
