@@ -22,7 +22,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from functools import partial
 from typing import get_args
 
@@ -47,6 +47,7 @@ from synth.cli import validation_message
 from synth.generate.backends import FatalError
 from synth.job import Chunk, ChunkedJob, ChunkResult
 from synth.read import CorpusError
+from synth.redact import install_log_filter
 
 PROGRESS_SECONDS = 0.5  # the progress artifact is updated at most this often
 # A crashed run's slots return to the global concurrency limit after this long (the lease is renewed while alive).
@@ -253,7 +254,14 @@ def _reproduce_command(parameters: dict) -> str:
 
 
 def run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], parameters: dict) -> dict:
-    """The body of every synth flow: `parameters` are the flow's (its `locals()`)."""
+    """The body of every synth flow: `parameters` are the flow's (its `locals()`). The run holds
+    its dataset folder's lock (synth.runlock) from validation to the push: a second run into the
+    same folder fails at once, naming the first."""
+    with ExitStack() as held:
+        return _run_job(job_class, config_class, parameters, held)
+
+
+def _run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], parameters: dict, held: ExitStack) -> dict:
     logger = get_run_logger()
     options, config = _validated(config_class, parameters)  # bad parameters fail here, before any work
     # A job that sends no requests (filtering a corpus) has no endpoint to bound.
@@ -271,6 +279,8 @@ def run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramete
 
     job = job_class(config)
     job.api_key, job.hub_token = api_key, hub_token
+    held.enter_context(job.exclusive(command=_reproduce_command(parameters)))  # registers the secrets too
+    install_log_filter()  # no key or token in Prefect's logs, whatever an endpoint echoes
     key = _job_key(job_class, config)
     with _jobs_lock:
         _jobs[key] = job
