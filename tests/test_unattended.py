@@ -516,6 +516,6 @@ def test_sigterm_stops_with_a_message_exit_143_and_the_rerun_goes_on(tmp_path: P
 
 def test_bad_input_docs_name_every_new_case() -> None:
     docs = (Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md").read_text(encoding="utf-8")
-    for name in ("a file as --out", "/dev/null", "/proc", "--cache-dir", "README.md", "5,000-digit", "nested", "FIFO",
+    for name in ("a file as `--out`", "/dev/null", "/proc", "--cache-dir", "README.md", "5,000-digit", "nested", "FIFO",
                  "symbolic links", "unclosed quote", "SIGTERM", "two runs", "gzip", "damaged"):
         assert name in docs, name
