@@ -346,7 +346,9 @@ def queries_config(
     per_passage: Annotated[int, typer.Option(help="Queries per passage and kind")] = 1,
     max_passage_chars: Annotated[int, typer.Option(help="Split longer documents at sentence boundaries into passages of at most this many characters")] = 1000,
     min_cosine: Annotated[float, typer.Option(help="Minimum cosine of query and passage")] = 0.75,
-    round_trip_k: Annotated[int, typer.Option(help="Keep a query when its passage ranks in the top k of the chunk's passages for it (Promptagator's round trip)")] = 3,
+    round_trip_k: Annotated[int, typer.Option(help="Always keep a query whose passage ranks in the top k of the chunk's passages for it (CSLS scores); below, the chunk's rank model decides")] = 1,
+    round_trip_min_p_good: Annotated[str, typer.Option(help="Keep a query ranked below the top k when a rank that good is at least this likely for a query of its passage in its chunk (fitted per chunk and kind of query); 'off': the fixed top k alone")] = "0.5",
+    round_trip_min_queries: Annotated[int, typer.Option(help="Queries of a kind a chunk needs for its own rank model (fewer: the kinds share one, or the top k alone)")] = 20,
     max_copied_span: Annotated[float, typer.Option(help="Drop a query when a run of 3+ words copied from the passage is more than this share of its words (0-1)")] = 0.75,
     negatives: Annotated[int, typer.Option(help="Hard negatives per query: the best-ranked other passages of the chunk, below the source")] = 0,
 ) -> QueriesConfig:
@@ -354,6 +356,7 @@ def queries_config(
     return QueriesConfig(
         **job, out=out, kinds=[k.strip() for k in kinds.split(",") if k.strip()], query_lang=query_lang,
         per_passage=per_passage, max_passage_chars=max_passage_chars, min_cosine=min_cosine, round_trip_k=round_trip_k,
+        round_trip_min_p_good=_value(round_trip_min_p_good), round_trip_min_queries=round_trip_min_queries,
         max_copied_span=max_copied_span, negatives=negatives,
     )
 

@@ -281,7 +281,9 @@ class QueriesConfig(JobConfig):
     per_passage: int = Field(1, ge=1, le=20, description="Queries per passage and kind")
     max_passage_chars: int = Field(1000, ge=100, description="Longer documents are split at sentence boundaries into passages of at most this many characters")
     min_cosine: float = Field(0.75, ge=-1.0, le=1.0, description="Minimum cosine of query and passage")
-    round_trip_k: int = Field(3, ge=1, description="The source passage must rank in the top k of the chunk's passages for its query")
+    round_trip_k: int = Field(1, ge=1, description="A query whose passage ranks in the top k of the chunk's passages (on CSLS scores) is always kept; below, the chunk's own rank model decides (round_trip_min_p_good)")
+    round_trip_min_p_good: float | None = Field(0.5, gt=0.0, lt=1.0, description="Keep a query ranked below the top k when a rank that good is at least this likely for a query of its passage in its chunk (fitted per chunk: how far its good queries fall, how many look like another passage's); None: the fixed top k alone")
+    round_trip_min_queries: int = Field(20, ge=2, description="Queries a chunk needs for its rank model; fewer: the fixed top k alone")
     max_copied_span: float = Field(0.75, gt=0.0, le=1.0, description="Drop a query when a run of 3+ words copied from the passage is more than this share of its words")
     negatives: int = Field(0, ge=0, le=32, description="Hard negatives per query: the best-ranked other passages of the chunk below the source")
 

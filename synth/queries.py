@@ -37,7 +37,7 @@ from synth.read import ExactDedup, ReadStats, Segment, read_segments, record_id
 from synth.read.segment import split_sentences
 from synth.schema import QUERY_REJECT_SCHEMA, QUERY_SCHEMA
 
-__all__ = ["QueriesJob", "passages", "query_id", "split_passage"]
+__all__ = ["QueriesJob", "passages", "query_filters", "query_id", "split_passage"]
 
 # Documents longer than this are dropped by the reader (counted as too long), not split: 1M
 # characters is a book, not a document to query.
@@ -52,7 +52,8 @@ QUERY_COLUMNS = [
     ("query_lang / lang", "language codes of `query` and `passage` (different: a cross-lingual pair)"),
     ("source / line", "the corpus file the passage came from and the 1-based line or row of its document there"),
     ("consistency", "cosine similarity of the query's and the passage's embeddings"),
-    ("rank", "rank of the passage among its chunk's passages for the query (1 = found first)"),
+    ("rank", "rank of the passage among its chunk's passages for the query, on CSLS scores (1 = found first)"),
+    ("round_trip", "how likely a rank that good is for a query written for this passage, in its chunk (the round trip keeps it at `round_trip_min_p_good` or more)"),
     ("negative / negatives", "hard negatives (with `--negatives`): the best-ranked other passages of the chunk that score below the passage; `negative` is the hardest"),
     ("lid_lang / lid_score / lid_detector / lid_status", "language ID of `query`"),
     ("model / prompt_version / generation_params", "how `query` was generated (an answer that had to be resampled, after an empty or chatty one, has its retry's temperature and seed)"),
@@ -91,6 +92,22 @@ def passages(documents: Iterator[Segment], max_chars: int, stats: ReadStats) -> 
                 continue
             stats.segments += 1
             yield Segment(record_id(text), text, document.source, document.line)
+
+
+def query_filters(c: QueriesConfig, passages: dict[str, str], identifier=None, embedder=None) -> list:
+    """The filter blocks of one chunk whose passages are `passages` (id -> text), in order: what
+    the job runs and bench/queries.py measures. `identifier`: the language identifier (None: no
+    language ID); `embedder`: one already loaded (default: `c.embedder`'s)."""
+    filters = [EmptyQueryFilter(), QueryChatterFilter(), DuplicateQueryFilter(), CopiedSpanFilter(c.max_copied_span)]
+    if identifier is not None:
+        filters.append(QueryLanguageFilter(identifier))
+    if c.embedder != NO_EMBEDDER:
+        index = PassageIndex(embedder or load_embedder(c.embedder), passages)
+        filters += [
+            QueryConsistencyFilter(index, c.min_cosine),
+            RoundTripFilter(index, c.round_trip_k, c.negatives, c.round_trip_min_p_good, c.round_trip_min_queries),
+        ]
+    return filters
 
 
 def query_id(passage_id: str, kind: str, query: str) -> str:
@@ -154,14 +171,10 @@ class QueriesJob(ChunkedJob):
         return [{"id": query_id(segment.id, kind, query or ""), "query": query, **common} for query in queries]
 
     def filter_chain(self, chunk: Chunk) -> FilterChain:
-        c = self.config
-        filters = [EmptyQueryFilter(), QueryChatterFilter(), DuplicateQueryFilter(), CopiedSpanFilter(c.max_copied_span)]
-        if c.lid_detectors:
-            filters.append(QueryLanguageFilter(self.language_identifier))
-        if c.embedder != NO_EMBEDDER:
-            index = PassageIndex(load_embedder(c.embedder), {segment.id: segment.text for segment in chunk.segments})
-            filters += [QueryConsistencyFilter(index, c.min_cosine), RoundTripFilter(index, c.round_trip_k, c.negatives)]
-        return FilterChain(filters)
+        return FilterChain(query_filters(
+            self.config, {segment.id: segment.text for segment in chunk.segments},
+            self.language_identifier if self.config.lid_detectors else None,
+        ))
 
     def fingerprint_settings(self) -> dict:
         c = self.config
@@ -169,7 +182,8 @@ class QueriesJob(ChunkedJob):
             "prompt": self.prompt.template.__dict__, "instructions": self.prompt.instructions, "kinds": c.kinds,
             "lang": c.lang, "query_lang": c.query_lang, "per_passage": c.per_passage,
             "max_passage_chars": c.max_passage_chars, "embedder": c.embedder, "min_cosine": c.min_cosine,
-            "round_trip_k": c.round_trip_k, "max_copied_span": c.max_copied_span, "negatives": c.negatives,
+            "round_trip_k": c.round_trip_k, "round_trip_min_p_good": c.round_trip_min_p_good,
+            "round_trip_min_queries": c.round_trip_min_queries, "max_copied_span": c.max_copied_span, "negatives": c.negatives,
             "lid": c.lid_detectors, "lid_detector": c.lid_detector, "lid_min": c.lid_min_score,
         }
 
@@ -190,6 +204,15 @@ class QueriesJob(ChunkedJob):
             f"that score below its own passage (`negative`, the hardest, and `negatives`)."
             if c.negatives else ""
         )
+        round_trip = (
+            f"its passage ranks in the top {c.round_trip_k} on CSLS scores (hubs discounted), or a rank that good "
+            f"is at least {c.round_trip_min_p_good:g} likely for a query of that passage in its chunk (`round_trip`): each "
+            f"chunk's ranks, per kind of query, fit a model of how far its good queries fall and how many queries look "
+            f"like another passage's (the `round_trip_max_rank`, `good_rank_mean` and `bad_share` it derived are under "
+            f"Thresholds; a kind with fewer than {c.round_trip_min_queries} queries in a chunk shares one model)"
+            if c.round_trip_min_p_good is not None
+            else f"its passage ranks in the top {c.round_trip_k} of the passages of its chunk (`rank`)"
+        )
         return CardInfo(
             task=self.task,
             pretty_name=f"{crossing} search queries for {name} passages (synthetic queries)",
@@ -200,14 +223,14 @@ class QueriesJob(ChunkedJob):
                 f"(`{c.query_lang}`) search query for it, written by `{self.model_name}`: {c.per_passage} per passage "
                 f"for each kind of query ({', '.join(f'`{kind}`' for kind in c.kinds)}). Only the queries are "
                 f"machine-written. A query is kept when it is in {query_name}, is not a copy of a long span of its "
-                f"passage nor a duplicate, and finds its passage again: in the top {c.round_trip_k} of the passages "
-                f"of its chunk (`rank`).{negatives}"
+                f"passage nor a duplicate, and finds its passage again among the passages of its chunk, judged against "
+                f"that chunk's difficulty: {round_trip}.{negatives}"
             ),
             columns=QUERY_COLUMNS,
             task_categories=["text-retrieval", "sentence-similarity"],
             tags=["synthetic", "synthetic-queries", "retrieval", "low-resource"],
             lid_columns={c.query_lang: "query"},
-            score_columns={"consistency": "min_cosine", "rank": "round_trip_k"},
+            score_columns={"consistency": "min_cosine", "rank": None, "round_trip": "round_trip_min_p_good"},
             training=(
                 "The `pairs` config feeds sentence-transformers' `MultipleNegativesRankingLoss` as it is: `anchor` is "
                 "the query, `positive` its passage" + (", `negative` a hard negative" if c.negatives else "") + "; "
@@ -220,7 +243,8 @@ class QueriesJob(ChunkedJob):
             embedder=embedder_description(c.embedder) if c.embedder != NO_EMBEDDER else "none (consistency and round trip not checked)",
             lid_detectors=self.lid_detectors_used(),
             thresholds={
-                "min_cosine": c.min_cosine, "round_trip_k": c.round_trip_k, "max_copied_span": c.max_copied_span,
+                "min_cosine": c.min_cosine, "round_trip_k": c.round_trip_k, "round_trip_min_p_good": c.round_trip_min_p_good,
+                "round_trip_min_queries": c.round_trip_min_queries, "max_copied_span": c.max_copied_span,
                 "lid_min_score": c.lid_min_score,
             },
             license=c.license, command=command, source_files=[str(p) for p in c.corpus],

@@ -54,6 +54,7 @@ QUERY_FIELDS = [
     pa.field("line", pa.int64()),                         # 1-based line / row of its document there
     pa.field("consistency", pa.float64()),                # cosine of query and passage
     pa.field("rank", pa.int64()),                         # rank of the passage among the chunk's for the query (1 = best)
+    pa.field("round_trip", pa.float64()),                 # how likely a rank that good is for a query of this passage, in its chunk (0-1)
     pa.field("negative", pa.string()),                    # the hardest negative passage (with --negatives)
     pa.field("negatives", pa.list_(pa.string())),         # every mined negative, hardest first
     pa.field("lid_lang", pa.string()),                    # language detected in `query`

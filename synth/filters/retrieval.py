@@ -16,6 +16,7 @@ embedding-based blocks share a `PassageIndex` of the chunk, so each text is embe
 """
 
 import re
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 import numpy as np
@@ -169,30 +170,142 @@ class QueryConsistencyFilter:
         return verdicts
 
 
+def csls(scores: np.ndarray, k: int = 3) -> np.ndarray:
+    """Scores of queries (rows) against passages (columns) less each side's hubness: CSLS (Conneau
+    et al. 2018), 2 cos(q, p) - r(q) - r(p), r the mean score of the k best of the other side. A
+    passage that every query scores high (a long one, or one close to the query language) stops
+    outranking the passage a query was written for, and a vague query's scores are all shifted
+    alike. A side with fewer than k items on the other is left as it is."""
+    rows, columns = scores.shape
+    adjusted = 2 * scores
+    if columns >= k:
+        adjusted = adjusted - np.sort(scores, axis=1)[:, -k:].mean(axis=1, keepdims=True)
+    if rows >= k:
+        adjusted = adjusted - np.sort(scores, axis=0)[-k:, :].mean(axis=0, keepdims=True)
+    return adjusted
+
+
+@dataclass
+class RankModel:
+    """What the ranks of a chunk's queries say about its difficulty: the ranks of queries written
+    for their passage follow a geometric law of mean `good_mean` (about 1 where the embedder knows
+    the language and the passages differ; several where the passages look alike or the embedder
+    knows the language a little), a query of another passage ranks its claimed passage anywhere in
+    1..`passages` alike, and `bad_share` of the chunk's queries are of that kind. Fitted by EM."""
+
+    passages: int
+    good_mean: float
+    bad_share: float
+
+    def p_good(self, rank: np.ndarray) -> np.ndarray:
+        """P(the query is its passage's | its passage's rank), in the chunk this was fitted on."""
+        theta = 1.0 / self.good_mean
+        good = (1 - self.bad_share) * theta * (1 - theta) ** (np.asarray(rank, dtype=float) - 1)
+        good /= 1 - (1 - theta) ** self.passages
+        return good / (good + self.bad_share / self.passages)
+
+    def max_rank(self, min_p_good: float) -> int:
+        """The worst rank that still counts as found in this chunk (0: none)."""
+        ranks = np.arange(1, self.passages + 1)
+        found = ranks[self.p_good(ranks) >= min_p_good]
+        return int(found.max()) if found.size else 0
+
+    @classmethod
+    def fit(
+        cls, ranks: np.ndarray, passages: int, prior_bad: float = 0.1, prior_mean: float = 2.0, prior_weight: float = 10.0,
+        iterations: int = 100,
+    ) -> "RankModel":
+        """EM, with priors worth `prior_weight` queries on both figures: a bad share of `prior_bad`
+        and a mean good rank of `prior_mean`. Without them a small or clean chunk concludes that
+        nothing is bad (every rank passes) or that good queries always rank first (none below does)."""
+        ranks = np.asarray(ranks, dtype=float)
+        model = cls(passages, good_mean=max(1.0, float(np.median(ranks))), bad_share=prior_bad)
+        for _ in range(iterations):
+            good = model.p_good(ranks)
+            bad_share = float(np.clip((np.sum(1 - good) + prior_weight * prior_bad) / (len(ranks) + prior_weight), 0.01, 0.5))
+            good_mean = (np.sum(good * ranks) + prior_weight * prior_mean) / (np.sum(good) + prior_weight)
+            good_mean = float(np.clip(good_mean, 1.0, passages / 2))
+            if abs(good_mean - model.good_mean) < 1e-4 and abs(bad_share - model.bad_share) < 1e-5:
+                break
+            model = cls(passages, good_mean, bad_share)
+        return model
+
+
 class RoundTripFilter:
-    """Keeps a query when its passage ranks in the top `k` of the index's passages for it; gives
-    each kept query up to `negatives` hard negatives (`negative`: the hardest, `negatives`: all)."""
+    """Keeps a query when it finds its passage again among the chunk's passages, judged against
+    the chunk's own difficulty rather than a fixed top k.
+
+    Passages that look alike (every UDHR article is about rights) or a language the embedder knows
+    a little put a query's own passage 5th or 9th where a person would call the query perfect,
+    while in a chunk of distinct passages 5th is suspicious. So: ranks are taken on CSLS scores
+    (`csls`: hubs discounted); the ranks of all the chunk's queries fit a `RankModel` (how far good
+    queries fall in this chunk, and how many queries look like another passage's); a query is
+    kept when its passage ranks in the top `k` (always) or when a rank that good is at least
+    `min_p_good` likely to come from a query of that passage (`round_trip` column). Each kind of
+    query with `min_rows` queries in the chunk gets its own model (the others share one); with
+    fewer queries, or `k` covering the chunk, the fixed top k alone decides. The derived figures
+    of each chunk (means over its models) go to stats.json: `round_trip_max_rank`,
+    `good_rank_mean`, `bad_share`.
+
+    Gives each kept query up to `negatives` hard negatives (`negative`: the hardest, `negatives`:
+    all): the passages scored below its own on the raw cosine."""
 
     name = "round_trip"
 
-    def __init__(self, index: PassageIndex, k: int = 3, negatives: int = 0):
+    def __init__(self, index: PassageIndex, k: int = 1, negatives: int = 0, min_p_good: float | None = 0.5, min_rows: int = 20):
         self.index = index
         self.k = k
         self.negatives = negatives
+        self.min_p_good = min_p_good
+        self.min_rows = min_rows
+        self.derived_thresholds: dict[str, float] = {}
+        self.models: dict[str, RankModel] = {}  # kind ('*': the kinds pooled) -> the chunk's fitted model
 
     def judge(self, rows: list[dict]) -> list[str | None]:
+        self.derived_thresholds = {}
         similarity = self.index.query_vectors([row["query"] for row in rows]) @ self.index.passage_vectors.T
+        own = np.array([self.index.position(row["passage_id"]) for row in rows])
+        adjusted = csls(similarity) if self.min_p_good is not None else similarity
+        at = np.arange(len(rows))
+        ranks = (adjusted > adjusted[at, own][:, None]).sum(axis=1) + 1
+        passages = similarity.shape[1]
+        # Kinds of query differ in difficulty (four keywords find their passage less often than a
+        # question): each kind with queries enough gets its own model, the others share one.
+        p_good = np.full(len(rows), np.nan)
+        max_rank = np.full(len(rows), self.k)
+        self.models = {}
+        if self.min_p_good is not None and passages > self.k:
+            kinds = np.array([row.get("kind") or "" for row in rows])
+            names, counts = np.unique(kinds, return_counts=True)
+            own_model = {name for name, count in zip(names, counts) if count >= self.min_rows}
+            groups = [(name, kinds == name) for name in sorted(own_model)]
+            rest = ~np.isin(kinds, list(own_model))
+            if rest.sum() >= self.min_rows:
+                groups.append(("*", rest))
+            for name, members in groups:
+                model = self.models[name] = RankModel.fit(ranks[members], passages)
+                p_good[members] = model.p_good(ranks[members])
+                max_rank[members] = max(self.k, model.max_rank(self.min_p_good))
+            if self.models:
+                fitted = list(self.models.values())
+                self.derived_thresholds = {
+                    "round_trip_max_rank": float(np.mean([max(self.k, m.max_rank(self.min_p_good)) for m in fitted])),
+                    "good_rank_mean": round(float(np.mean([m.good_mean for m in fitted])), 3),
+                    "bad_share": round(float(np.mean([m.bad_share for m in fitted])), 3),
+                }
         verdicts = []
-        for row, scores in zip(rows, similarity):
-            own = self.index.position(row["passage_id"])
-            rank = int((scores > scores[own]).sum()) + 1
+        for i, (row, scores) in enumerate(zip(rows, similarity)):
+            rank = int(ranks[i])
             row["rank"] = rank
-            if rank > self.k:
-                verdicts.append(f"round_trip:rank={rank}")
+            if not np.isnan(p_good[i]):
+                row["round_trip"] = round(float(p_good[i]), 4)
+            if rank > max_rank[i]:
+                verdicts.append(f"round_trip:rank={rank}>{max_rank[i]}" + (f",p={p_good[i]:.2f}" if not np.isnan(p_good[i]) else ""))
                 continue
             if self.negatives:
-                below = [i for i in np.argsort(-scores, kind="stable") if scores[i] < scores[own]][: self.negatives]
-                row["negatives"] = [self.index.texts[i] for i in below]
+                mine = scores[own[i]]
+                below = [j for j in np.argsort(-scores, kind="stable") if scores[j] < mine][: self.negatives]
+                row["negatives"] = [self.index.texts[j] for j in below]
                 row["negative"] = row["negatives"][0] if below else None
             verdicts.append(None)
         return verdicts
