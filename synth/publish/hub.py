@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from synth.redact import register, scrub
 
 # What a publish writes (synth.publish.dataset); nothing else in the folder is uploaded.
 PUBLISHED_FILES = ["README.md", "stats.json", "*.parquet", "plots/*.png"]
@@ -54,6 +57,16 @@ def push_folder(
     local = _published_files(folder)
     if "README.md" not in local:
         raise HubPushError(f"{folder} holds no published dataset (no README.md): publish before pushing")
+    register(token)
+    try:
+        return _push(folder, repo_id, local, token=token, message=message, private=private, endpoint=endpoint)
+    except HfHubHTTPError as error:
+        # The Hub's answer may quote the token: scrubbed here, so that neither the CLI's message nor
+        # a flow's failed state (kept in Prefect's database) ever holds it.
+        raise HfHubHTTPError(scrub(str(error)), response=error.response) from None
+
+
+def _push(folder: Path, repo_id: str, local: list[str], *, token: str, message: str, private: bool, endpoint: str | None) -> HubPush:
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
     before = api.repo_info(repo_id, repo_type=REPO_TYPE).sha
