@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from synth.config import BacktranslateConfig, FilterConfig, JobConfig, QueriesConfig
+from synth.config import BacktranslateConfig, EvaluateConfig, FilterConfig, JobConfig, QueriesConfig
 
 app = typer.Typer(help="Training pairs for low-resource languages from monolingual text.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -526,6 +526,173 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
     if published.kept_rows == 0:
         hint = small_model_hint if not getattr(config, "base_url", None) else ""
         console.print(f"[yellow]No row passed the filters; the reasons are in {published.out_dir}/rejects/.{hint}[/]", highlight=False)
+
+
+# --- commands derived from a config's declaration ---------------------------------------------------
+# A config model declares each setting once (synth.config `setting`): its type, default, bounds and
+# help. `declared_options` turns those fields into typer parameters (help panels, shown defaults,
+# repeatable options for lists, KEY=VALUE for dicts, 'off' for a setting that can be None), and
+# `config_from_options` turns what the user gave back into the model: what was not given keeps the
+# model's default, so defaults live in one place.
+
+
+def _field_shape(annotation) -> tuple[str, type]:
+    """('list'|'dict'|'bool'|'nullable'|'plain', the scalar type typer parses) of a field's type."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [arg for arg in args if arg is not type(None)]
+        if len(rest) == 1 and len(rest) < len(args):
+            shape, scalar = _field_shape(rest[0])
+            number = shape == "plain" and scalar in (int, float)  # a number that can be None is given as 'off'
+            return ("nullable" if number else shape), (str if number else scalar)
+        return "plain", str
+    if origin is list:
+        return "list", str
+    if origin is dict or annotation is dict:
+        return "dict", str
+    if annotation is bool:
+        return "bool", bool
+    if origin is typing.Literal:
+        return "plain", str
+    if annotation in (int, float, str, Path):
+        return "plain", annotation
+    return "plain", str
+
+
+def _choices(annotation) -> str | None:
+    """'ranking|distill' for a Literal field."""
+    import typing
+
+    return "|".join(map(str, typing.get_args(annotation))) if typing.get_origin(annotation) is typing.Literal else None
+
+
+def _shown_default(field) -> str | bool:
+    if field.is_required():
+        return False
+    default = field.get_default(call_default_factory=True)
+    if default in (None, [], {}):
+        return False
+    return str(default) if not isinstance(default, bool) else ("on" if default else "off")
+
+
+def declared_options(model: type) -> list[inspect.Parameter]:
+    """typer parameters for every field of `model`, in declaration order (arguments first)."""
+    arguments, options = [], []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        shape, scalar = _field_shape(field.annotation)
+        help_text = field.description or ""
+        if shape == "nullable":
+            help_text += " ('off': none)"
+        if extra.get("cli") == "argument":
+            kind = list[str] if shape == "list" else scalar
+            info = typer.Argument(help=help_text, metavar=extra.get("metavar") or name.upper(), show_default=False)
+            arguments.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info]))
+            continue
+        flag = extra.get("flag") or "--" + name.replace("_", "-")
+        declarations = [f"{flag}/--no-{flag.removeprefix('--')}"] if shape == "bool" else [flag]
+        kind = {"list": list[str], "dict": list[str]}.get(shape, scalar)
+        metavar = extra.get("metavar") or ("KEY=VALUE" if shape == "dict" else _choices(field.annotation))
+        info = typer.Option(
+            *declarations, help=help_text, show_default=_shown_default(field), metavar=metavar,
+            rich_help_panel=extra.get("panel"),
+        )
+        default = ... if field.is_required() else None  # None: not given, the model's default applies
+        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[Optional[kind], info]))
+    return arguments + options
+
+
+def config_from_options(model: type, values: dict):
+    """The model from what typer parsed (None: not given); raises ValidationError or BadParameter."""
+    given = {}
+    for name, value in values.items():
+        if value is None or (value == [] and not model.model_fields[name].is_required()):
+            continue
+        shape, _ = _field_shape(model.model_fields[name].annotation)
+        if shape == "dict":
+            value = {key: _value(item) for key, item in assignments(value, "--" + name.replace("_", "-")).items()}
+        elif shape == "nullable" and isinstance(value, str) and value.strip().lower() in _OFF:
+            value = None
+        given[name] = value
+    return model(**given)
+
+
+def declared_command(name: str, model: type, help: str, panels_note: str = "") -> Callable:
+    """Registers `synth NAME` with `model`'s declared options; the decorated function gets the config."""
+
+    def register(run: Callable) -> Callable:
+        def command(**values) -> None:
+            try:
+                config = config_from_options(model, values)
+            except ValidationError as error:
+                _fail(validation_message(error))
+            run(config)
+
+        command.__signature__ = inspect.Signature(declared_options(model))
+        command.__name__ = name
+        command.__doc__ = help
+        app.command(name, help=help + panels_note)(command)
+        return run
+
+    return register
+
+
+@declared_command("evaluate", EvaluateConfig, help=(
+    "Train a student on a dataset's pairs and measure the retrieval it gains on held-out bitext, beside the "
+    "untouched student and a Procrustes map: eval/results.json, eval/retrieval.png and the card's Evaluation section."
+))
+def evaluate(config: EvaluateConfig) -> None:
+    results = run_evaluation(config)
+    print_evaluation(results, config)
+
+
+def run_evaluation(config: EvaluateConfig) -> dict:
+    """The evaluation with a live display: the stage, and the training steps with rate and ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
+
+    from synth.evaluate import EvaluationError, Progress as Stages, evaluate as run
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def stage(text: str) -> None:
+            progress.update(task, description=text, completed=0, total=None)
+            if not console.is_terminal:  # a piped run logs its stages
+                console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False)
+
+        try:
+            return run(config, Stages(stage=stage, step=lambda done, total: progress.update(task, completed=done, total=total)))
+        except EvaluationError as error:
+            progress.stop()
+            _fail(str(error))
+
+
+def print_evaluation(results: dict, config: EvaluateConfig) -> None:
+    from synth.evaluate.report import METHOD_LABELS, METHODS, metric_columns
+
+    columns = metric_columns(results["kind"])
+    table = Table(title=f"retrieval ({results['lang']}-{results['pivot_lang']}, student {results['student']})", title_justify="left")
+    for column in ("evaluation set", "pairs", "method", *(label for _, label in columns)):
+        table.add_column(column, justify="left" if column in ("evaluation set", "method") else "right")
+    for evaluation in results["eval"]:
+        for method in METHODS:
+            if method in evaluation:
+                table.add_row(evaluation["name"], str(evaluation["pairs"]), METHOD_LABELS[method], *(f"{evaluation[method][key]:.3f}" for key, _ in columns))
+    console.print(table)
+    for evaluation in results["eval"]:
+        if evaluation["excluded_overlap"] or evaluation["excluded_duplicates"]:
+            console.print(
+                f"{evaluation['name']}: {evaluation['excluded_overlap']} pairs left out for sharing a text with the training pairs, "
+                f"{evaluation['excluded_duplicates']} repeats", highlight=False,
+            )
+    trained = ", ".join(f"{name} {t['seconds']:.0f} s ({t['pairs_per_second']:.0f} pairs/s)" for name, t in results["training"].items())
+    console.print(f"trained on {results['train_pairs']} pairs on the {results['settings']['device']}: {trained}; {results['seconds']:.0f} s in all", highlight=False)
+    console.print(f"results: {config.results_dir}/results.json, {config.results_dir}/retrieval.png" + (" and the dataset card's Evaluation section" if config.card and config.is_local else ""), highlight=False)
 
 
 @app.command()

