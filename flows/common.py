@@ -14,7 +14,9 @@ card and, when pushed, a link to the Hub revision. Secrets (the API key, the Hub
 an environment variable or a Prefect Secret block named by a parameter, never from a parameter.
 """
 
+import functools
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -24,7 +26,8 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from functools import partial
-from typing import get_args
+from pathlib import Path
+from typing import Any, get_args
 
 from huggingface_hub.constants import is_offline_mode
 from prefect import get_run_logger, runtime, task
@@ -42,6 +45,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture, wait
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from synth.cli import validation_message
 from synth.generate.backends import FatalError
@@ -380,3 +384,98 @@ def main(flow_function: Callable[..., dict], options: Callable, noun: str) -> No
     result = flow_function(**config.model_dump(mode="json"))
     print(f"kept {result['kept']} {noun}, rejected {result['rejected']}: {result['out']}")
 
+
+
+# --- flows derived from a config's declaration -----------------------------------------------------
+
+
+def declared_signature(*models: type[BaseModel]) -> inspect.Signature:
+    """The flow parameters of every field of `models` (synth.config `setting`s): the field's type,
+    and its pydantic Field as the default, which Prefect turns into the parameter's default and its
+    description in the UI (`prefect deploy` reads the signature of the loaded flow)."""
+    from pydantic import Field
+
+    required, optional = [], []
+    for model in models:
+        for name, field in model.model_fields.items():
+            default = Field(
+                default=... if field.is_required() else field.get_default(call_default_factory=True),
+                description=field.description,
+            )
+            parameter = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=field.annotation)
+            (required if field.is_required() else optional).append(parameter)
+    return inspect.Signature(required + optional)
+
+
+def declared_flow(name: str, *models: type[BaseModel], description: str) -> Callable[[Callable[..., dict]], Any]:
+    """`@declared_flow("evaluate", EvaluateConfig, ...)` over `def body(**parameters) -> dict`: a
+    Prefect flow whose parameters are the models' fields, declared once in synth.config."""
+    from prefect import flow
+
+    def decorate(body: Callable[..., dict]):
+        @functools.wraps(body)
+        def function(**parameters) -> dict:
+            # A parameter not given may arrive as its declared Field: the field's default then.
+            return body(**{k: v.get_default(call_default_factory=True) if isinstance(v, FieldInfo) else v for k, v in parameters.items()})
+
+        function.__signature__ = declared_signature(*models)
+        function.__doc__ = description
+        return flow(name=name, description=description)(function)
+
+    return decorate
+
+
+class EvaluateRunOptions(BaseModel):
+    """Flow parameters of the evaluate flow that are not evaluation settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hub_token_secret: str | None = Field(
+        None, description="Name of a Prefect Secret block holding the Hugging Face token, for a private Hub dataset (else the variable named by hub_token_env)"
+    )
+
+
+def run_evaluation(parameters: dict) -> dict:
+    """The body of the evaluate flow: validates, trains and scores (synth.evaluate), and leaves the
+    results table, the training progress and the plot's path as artifacts."""
+    from synth.config import EvaluateConfig
+    from synth.evaluate import EvaluationError, Progress as Stages, evaluate
+    from synth.evaluate.report import METHOD_LABELS, METHODS, metric_columns
+
+    logger = get_run_logger()
+    run_fields = set(EvaluateRunOptions.model_fields)
+    try:
+        options = EvaluateRunOptions(**{k: v for k, v in parameters.items() if k in run_fields})
+        config = EvaluateConfig(**{k: v for k, v in parameters.items() if k not in run_fields})
+    except ValidationError as error:
+        raise ValueError(f"invalid parameters: {validation_message(error)}") from None
+    token = _secret(options.hub_token_secret) if options.hub_token_secret else None
+    key = artifact_key("evaluate", Path(config.dataset).name or config.dataset)
+    progress_id = create_progress_artifact(0.0, key=artifact_key(key, "training"), description="training steps")
+    shown = [0.0]
+
+    def step(done: int, total: int) -> None:
+        if time.monotonic() - shown[0] >= PROGRESS_SECONDS or done == total:
+            shown[0] = time.monotonic()
+            update_progress_artifact(progress_id, 100.0 * done / max(total, 1), description=f"{done} of {total} training steps")
+
+    try:
+        results = evaluate(config, Stages(stage=lambda text: logger.info("%s", text), step=step), hub_token=token)
+    except EvaluationError as error:
+        raise ValueError(str(error)) from None
+    columns = metric_columns(results["kind"])
+    rows = [
+        {"evaluation set": e["name"], "pairs": e["pairs"], "method": METHOD_LABELS[m], **{label: e[m][k] for k, label in columns}}
+        for e in results["eval"] for m in METHODS if m in e
+    ]
+    create_table_artifact(
+        key=artifact_key(key, "results"), table=rows,
+        description=f"Retrieval of {results['dataset']} ({results['lang']}-{results['pivot_lang']}), student {results['student']}, "
+        f"{results['train_pairs']} training pairs; {config.results_dir}/results.json",
+    )
+    for e in results["eval"]:
+        logger.info(
+            "%s (%d pairs, %d left out for sharing a text with the training pairs): %s", e["name"], e["pairs"], e["excluded_overlap"],
+            "; ".join(f"{METHOD_LABELS[m]} " + ", ".join(f"{label} {e[m][k]:.3f}" for k, label in columns) for m in METHODS if m in e),
+        )
+    return results

@@ -632,6 +632,16 @@ def declared_command(name: str, model: type, help: str, panels_note: str = "") -
                 _fail(validation_message(error))
             run(config)
 
+def declared_config(model: type, argv: list[str]):
+    """`model` from a command line of its declared options (`python flows/NAME.py ARGS`), or exit 2 with the reason."""
+
+    def command(**values):
+        return config_from_options(model, values)
+
+    command.__signature__ = inspect.Signature(declared_options(model))
+    return parse_config(command, argv)
+
+
         command.__signature__ = inspect.Signature(declared_options(model))
         command.__name__ = name
         command.__doc__ = help

@@ -120,7 +120,13 @@ def record_ids(count: int) -> list[str]:
 def test_prefect_yaml_deploys_every_flow_nightly_on_the_process_pool(local_prefect: LocalPrefect) -> None:
     flows = {flow["id"]: flow["name"] for flow in api(local_prefect, "/flows/filter", {})}
     deployments = {f"{flows[d['flow_id']]}/{d['name']}": d for d in api(local_prefect, "/deployments/filter", {})}
-    assert sorted(deployments) == ["backtranslate/nightly", "filter/nightly", "queries/nightly"]
+    assert sorted(deployments) == ["backtranslate/nightly", "evaluate/on-demand", "filter/nightly", "queries/nightly"]
+    # The evaluation runs when asked (after a dataset changes), with its parameters described in the UI.
+    evaluate = deployments.pop("evaluate/on-demand")
+    assert evaluate["work_pool_name"] == "synth-pool" and not evaluate["schedules"]
+    schema = evaluate["parameter_openapi_schema"]
+    assert schema["required"] == ["dataset"] and schema["properties"]["epochs"]["default"] == 8
+    assert schema["properties"]["ablation"]["description"].startswith("Also train on the kept pairs plus the rejected ones")
     for deployment in deployments.values():
         assert deployment["work_pool_name"] == "synth-pool"
         [schedule] = deployment["schedules"]
@@ -202,6 +208,37 @@ def test_run_of_a_killed_worker_resumes_without_repeating_requests_and_publishes
     texts = [json.dumps(killed), json.dumps(left), (local_prefect.log_dir / "worker.log").read_text(errors="replace")]
     texts += [path.read_text(encoding="utf-8") for path in (out / "README.md", out / "stats.json")]
     assert not [text for text in texts if API_KEY in text or HUB_TOKEN in text]
+
+
+def test_an_evaluation_runs_as_a_deployment_and_leaves_its_results_table(local_prefect: LocalPrefect, tmp_path: Path) -> None:
+    from synth.testing.udhr_bitext import article_pairs, sentence_pairs, write_tsv
+
+    # A small real dataset: Zulu and Xhosa sentence pairs of 10 articles; held out: 12 other Zulu articles.
+    tsv = write_tsv(sentence_pairs("zul", articles=range(10)) + sentence_pairs("xho", articles=range(10)), tmp_path / "pairs.tsv")
+    held_out = write_tsv(article_pairs("zul", articles=range(18, 30)), tmp_path / "held-out.tsv")
+    dataset = tmp_path / "zu-en"
+    made = subprocess.run(
+        [str(Path(sys.executable).with_name("synth")), "filter", str(tsv), "--src-lang", "zu", "--tgt-lang", "en", "--out", str(dataset),
+         "--embedder", "none", "--lid-detectors", "none", "--max-words", "off", "--min-terminal-punctuation", "off", "--splits", "train"],
+        env={**local_prefect.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert made.returncode == 0, made.stderr
+    output = local_prefect.prefect(
+        "deployment", "run", "evaluate/on-demand", "--param", f"dataset={dataset}", "--param", f"eval={json.dumps([str(held_out)])}",
+        "--param", "epochs=1", "--param", "max_seq_length=32", "--watch", timeout=600,
+    )
+    run = what_the_run_left(local_prefect, re.search(r"UUID: ([0-9a-f-]{36})", output).group(1))
+    assert run["flow_run"]["state"]["type"] == "COMPLETED", run["flow_run"]["state"]
+    results = json.loads((dataset / "eval" / "results.json").read_text(encoding="utf-8"))
+    assert results["settings"]["epochs"] == 1 and results["settings"]["max_seq_length"] == 32
+    artifacts = {artifact["key"]: artifact for artifact in run["artifacts"]}
+    table = json.loads(artifacts["evaluate-zu-en-results"]["data"])
+    assert [(row["evaluation set"], row["method"]) for row in table] == [
+        ("held-out", "base (untouched)"), ("held-out", "Procrustes"), ("held-out", "fine-tuned"),
+    ]
+    assert table[2]["MRR"] == results["eval"][0]["finetuned"]["mrr"]
+    assert artifacts["evaluate-zu-en-training"]["data"] == 100
+    assert any("held-out" in log["message"] and "fine-tuned" in log["message"] for log in run["logs"])
 
 
 def test_bad_parameters_fail_the_run_at_once_with_every_reason(

@@ -43,15 +43,15 @@ class Progress:
     step: Callable[[int, int], None] = lambda done, total: None
 
 
-def evaluate(config: EvaluateConfig, progress: Progress | None = None) -> dict:
-    """Runs the evaluation, writes results.json and retrieval.png (and the card's section); returns the results."""
+def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token: str | None = None) -> dict:
+    """Runs the evaluation, writes results.json and retrieval.png (and the card's section); returns
+    the results. `hub_token` (else the variable `config.hub_token_env` names) reads a private Hub dataset."""
     from synth.evaluate import report
 
     progress = progress or Progress()
     started = time.perf_counter()
     progress.stage("reading the dataset")
-    token = os.environ.get(config.hub_token_env) or None
-    dataset = PublishedDataset.open(config.dataset, token)
+    dataset = PublishedDataset.open(config.dataset, hub_token or os.environ.get(config.hub_token_env) or None)
     train_pairs = dataset.pairs("train")
     variants = {"finetuned": train_pairs}
     if "rejects" in config.ablation:

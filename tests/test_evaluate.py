@@ -1,0 +1,150 @@
+"""`synth evaluate` on real aligned text: a dataset of UDHR sentence pairs of related Bantu
+languages (Zulu from 6 articles, Xhosa, Chichewa and Shona from all 30), evaluated on the 24
+other Zulu articles. The fine-tuned student must gain clearly over the untouched one; the same
+training on pairs shuffled out of alignment must not (the evaluation can fail). Bad inputs get a
+clear message and exit 2. The command runs as a subprocess, as a user runs it.
+"""
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synth.evaluate.dataset import Pairs, _key, without_overlap
+from synth.evaluate.metrics import bitext_retrieval, normalized, procrustes, query_retrieval
+from synth.evaluate.run import shuffled
+from synth.testing.udhr_bitext import article_pairs, sentence_pairs, write_tsv
+
+from conftest import SYNTH_BIN
+
+HELD_OUT = range(6, 30)
+# Enough training for a clear gain in about a minute a training on 2 cores (the defaults, 8 epochs
+# at length 128, take two to three: bench/evaluate.py).
+QUICK_TRAINING = ["--epochs", "4", "--learning-rate", "2e-4", "--max-seq-length", "64"]
+
+
+def synth(*args: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SYNTH_BIN), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def publish_pairs(pairs: list[tuple[str, str]], folder: Path, env: dict, *extra: str) -> Path:
+    """The pairs published as a dataset by `synth filter` (model-based filters off: the pairs are real)."""
+    tsv = write_tsv(pairs, folder.with_suffix(".tsv"))
+    done = synth(
+        "filter", str(tsv), "--src-lang", "zu", "--tgt-lang", "en", "--out", str(folder), "--embedder", "none",
+        "--lid-detectors", "none", "--max-words", "off", "--min-terminal-punctuation", "off", *extra, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bantu(tmp_path_factory: pytest.TempPathFactory, synth_env: dict) -> tuple[Path, Path, list[tuple[str, str]]]:
+    root = tmp_path_factory.mktemp("evaluate")
+    train = sentence_pairs("zul", articles=range(6))
+    for lang in ("xho", "nya", "sna"):
+        train += sentence_pairs(lang)
+    held_out = write_tsv(article_pairs("zul", articles=HELD_OUT), root / "zul-held-out.tsv")
+    return publish_pairs(train, root / "bantu-en", synth_env, "--splits", "train"), held_out, train
+
+
+@pytest.mark.slow
+def test_a_student_trained_on_real_pairs_gains_and_one_trained_on_shuffled_pairs_does_not(bantu, synth_env: dict) -> None:
+    dataset, held_out, train = bantu
+    done = synth("evaluate", str(dataset), "--eval", str(held_out), "--ablation", "shuffled", *QUICK_TRAINING, env=synth_env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((dataset / "eval" / "results.json").read_text(encoding="utf-8"))
+
+    assert results["kind"] == "bitext" and (results["lang"], results["pivot_lang"]) == ("zu", "en")
+    assert results["train_pairs"] == len(train)
+    [evaluation] = results["eval"]
+    assert evaluation["name"] == "zul-held-out"
+    # No leakage: every held-out article whose text (a one-sentence article, or its English) was
+    # trained on is left out, and counted.
+    trained = {_key(text) for pair in train for text in pair}
+    leaking = sum(_key(zu) in trained or _key(en) in trained for zu, en in article_pairs("zul", articles=HELD_OUT))
+    assert leaking > 0 and evaluation["excluded_overlap"] == leaking
+    assert evaluation["pairs"] == len(HELD_OUT) - leaking
+
+    base, procrustes_map, tuned, control = (evaluation[m] for m in ("base", "procrustes", "finetuned", "finetuned_shuffled"))
+    # all-MiniLM-L6-v2 knows no Zulu: near chance before training.
+    assert base["accuracy_src2tgt"] < 0.25 and base["mrr"] < 0.35
+    # The gain is clear, in both directions and in MRR, and beats the Procrustes map.
+    assert tuned["mrr"] >= base["mrr"] + 0.2
+    assert tuned["accuracy_src2tgt"] + tuned["accuracy_tgt2src"] >= base["accuracy_src2tgt"] + base["accuracy_tgt2src"] + 0.4
+    assert tuned["mrr"] > procrustes_map["mrr"]
+    # The control: the same texts out of alignment teach nothing about translation.
+    assert control["mrr"] <= base["mrr"] + 0.05
+    assert tuned["mrr"] >= control["mrr"] + 0.2
+
+    # What the user sees: the table, the files, the card's section.
+    output = flat(done.stderr)
+    assert "fine-tuned on shuffled pairs" in output and "results:" in output
+    assert (dataset / "eval" / "retrieval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (dataset / "README.md").read_text(encoding="utf-8")
+    assert card.count("## Evaluation") == 1 and f"| zul-held-out | {evaluation['pairs']} | fine-tuned |" in card
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_inputs_get_a_clear_message_and_exit_2(bantu, tmp_path: Path, synth_env: dict) -> None:
+    dataset, held_out, _ = bantu
+    udhr = Path(__file__).resolve().parents[1] / "synth" / "data" / "udhr"
+    nothing_kept = publish_pairs(article_pairs("zul", articles=range(10)), tmp_path / "none-kept", synth_env, "--max-chars", "3")
+    all_held_out = publish_pairs(article_pairs("zul", articles=range(10)), tmp_path / "all-test", synth_env, "--splits", "test=100")
+    (tmp_path / "plain").mkdir()
+    cases = {
+        "no pairs config": ([str(nothing_kept)], "has no `pairs` config"),
+        "no train rows": ([str(all_held_out)], "the `pairs` config has no train rows"),
+        "not a dataset": ([str(tmp_path / "plain")], "not a dataset folder published by synth"),
+        "no such folder": ([str(tmp_path / "missing")], "no such dataset folder"),
+        "other languages": ([str(dataset), "--eval", f"{udhr / 'fra.txt'},{udhr / 'eng.txt'}"], "its first side reads as French (fr)"),
+        "no evaluation set": ([str(dataset)], "no evaluation set with at least 5 pairs"),
+        "student not offline": ([str(dataset), "--eval", str(held_out), "--student", "sentence-transformers/LaBSE"], "cannot load the student 'sentence-transformers/LaBSE'"),
+        "bad option": ([str(dataset), "--objective", "contrastive"], "objective"),
+    }
+    with ThreadPoolExecutor(2) as pool:  # each waits mostly on start-up and imports
+        runs = dict(zip(cases, pool.map(lambda case: synth("evaluate", *case[0], env=synth_env, timeout=300), cases.values())))
+    for name, (args, message) in cases.items():
+        done = runs[name]
+        assert done.returncode == 2, (name, done.stderr)
+        assert message in flat(done.stderr), (name, done.stderr)
+        assert "Traceback" not in done.stderr, name
+
+
+# --- the parts, on numbers that can be checked by hand -------------------------------------------------
+
+
+def test_retrieval_metrics_and_procrustes_on_known_vectors() -> None:
+    rng = np.random.default_rng(0)
+    tgt = normalized(rng.normal(size=(20, 8)))
+    rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    src = tgt @ rotation.T  # the same points, rotated: base retrieval is poor, Procrustes undoes it
+    assert bitext_retrieval(tgt, tgt) == {"accuracy_src2tgt": 1.0, "accuracy_tgt2src": 1.0, "mrr": 1.0}
+    assert bitext_retrieval(src, tgt)["mrr"] < 0.6
+    mapped = normalized(src @ procrustes(src, tgt))
+    assert bitext_retrieval(mapped, tgt)["accuracy_src2tgt"] == 1.0
+    # One pair's partner swapped with another's: two misses in each direction.
+    swapped = tgt[[1, 0, *range(2, 20)]]
+    scores = bitext_retrieval(tgt, swapped)
+    assert scores["accuracy_src2tgt"] == scores["accuracy_tgt2src"] == 0.9
+    # Queries: 3 passages, query 0 finds its passage 2nd, the others 1st.
+    passages = np.eye(3)
+    queries = normalized(np.array([[0.5, 0.9, 0.0], [0.0, 1.0, 0.1], [0.0, 0.0, 1.0]]))
+    assert query_retrieval(passages, queries, np.array([0, 1, 2])) == {"recall_at_10": 1.0, "mrr_at_10": round((0.5 + 1 + 1) / 3, 4)}
+
+
+def test_overlap_and_repeats_are_removed_and_counted_and_the_control_moves_every_pair() -> None:
+    pairs = Pairs("eval", ["Umuntu.", "Abantu bonke.", "Abantu bonke", "Inkululeko."], ["A person.", "All people.", "All humans.", "Freedom."])
+    cleared = without_overlap(pairs, {_key("FREEDOM")})
+    assert cleared.src == ["Umuntu.", "Abantu bonke."]
+    assert (cleared.excluded_overlap, cleared.excluded_duplicates) == (1, 1)
+    control = shuffled(Pairs("train", [f"s{i}" for i in range(50)], [f"t{i}" for i in range(50)]), seed=0)
+    assert sorted(control.tgt) == sorted(f"t{i}" for i in range(50))
+    assert all(tgt != f"t{i}" for i, tgt in enumerate(control.tgt))
