@@ -94,6 +94,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token
     if config.objective == "distill" and config.teacher:
         teacher = students.load_model(config.teacher, device, config.max_seq_length)
 
+    timing = {"read_and_load": round(time.perf_counter() - started, 2)}
+    mark = time.perf_counter()
     progress.stage("scoring the untouched student and Procrustes")
     score = _scorer(dataset.kind)
     embedded = {pairs.name: (students.encode(base, pairs.src), students.encode(base, pairs.tgt)) for pairs in eval_sets}
@@ -103,7 +105,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token
         src, tgt = embedded[pairs.name]
         methods[pairs.name]["procrustes"] = score(metrics.normalized(src @ rotation), tgt, pairs)
 
-    training = {}
+    timing["base_and_procrustes"] = round(time.perf_counter() - mark, 2)
+    training, scoring = {}, 0.0
     for name, pairs in variants.items():
         progress.stage(f"training {name} on {len(pairs)} pairs")
         model = base if name == "finetuned" and len(variants) == 1 else students.load_model(config.student, device, config.max_seq_length)
@@ -113,8 +116,10 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token
             on_step=progress.step,
         )
         progress.stage(f"scoring {name}")
+        mark = time.perf_counter()
         for evaluation in eval_sets:
             methods[evaluation.name][name] = score(students.encode(model, evaluation.src), students.encode(model, evaluation.tgt), evaluation)
+        scoring += time.perf_counter() - mark
         if name == "finetuned" and config.save_model:
             model.save(str(config.save_model))
         if model is not base:
@@ -137,6 +142,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token
         "train_pairs": len(train_pairs),
         "training": training,
         "seconds": round(time.perf_counter() - started, 1),
+        # Where the time went: reading (and downloading) and loading the student, the base and Procrustes scores, training, scoring the students.
+        "timing": {**timing, "training": round(sum(t["seconds"] for t in training.values()), 2), "scoring": round(scoring, 2)},
         "eval": [
             {"name": pairs.name, "pairs": len(pairs), "excluded_overlap": pairs.excluded_overlap,
              "excluded_duplicates": pairs.excluded_duplicates, **methods[pairs.name]}

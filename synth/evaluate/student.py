@@ -58,7 +58,10 @@ def pick_device(device: str) -> str:
 def load_model(name: str, device: str, max_seq_length: int):
     from sentence_transformers import SentenceTransformer
 
+    from transformers.utils import logging as transformers_logging
+
     path = resolve_model(name)
+    transformers_logging.disable_progress_bar()  # the weights load in a second; no bar in the user's terminal
     try:
         model = SentenceTransformer(path, device=device)
     except Exception as error:  # OSError, Hub errors, ValueError: all mean "not loadable here"
@@ -122,12 +125,15 @@ def length_grouped_sampler(lengths: list[int], texts: list[tuple[str, ...]], poo
 
 def train(
     model, pairs: Pairs, *, kind: str, objective: str, epochs: int, batch_size: int, learning_rate: float, seed: int,
-    teacher=None, on_step: Callable[[int, int], None] | None = None,
+    teacher=None, on_step: Callable[[int, int], None] | None = None, batching: str = "length",
 ) -> dict:
-    """Trains `model` in place on `pairs`; returns what it took (steps, seconds, pairs/s)."""
+    """Trains `model` in place on `pairs`; returns what it took (steps, seconds, pairs/s).
+    `batching`: "length" (length-grouped batches, the default) or "random" (sentence-transformers'
+    no-duplicates sampler; bench/evaluate.py compares the two)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MSELoss, MultipleNegativesRankingLoss
+    from sentence_transformers.base.sampler import BatchSamplers
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
 
@@ -159,7 +165,7 @@ def train(
             batch_sampler=length_grouped_sampler(
                 _token_lengths(model, pairs),
                 list(zip(pairs.src, pairs.tgt, *([pairs.negative] if "negative" in columns else []))),
-            ),
+            ) if batching == "length" else BatchSamplers.NO_DUPLICATES,
             eval_strategy="no", save_strategy="no", report_to=[], logging_strategy="no", disable_tqdm=True,
             dataloader_num_workers=0, use_cpu=model.device.type == "cpu",
         )
