@@ -47,6 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from synth.config import PairFilterSettings  # noqa: E402
+
+
+class BacktranslateSettings(PairFilterSettings):
+    """The pair filters plus the round trip's mode (which puts the embedding step in borderline mode)."""
+
+    round_trip: str = "borderline"
 from synth.data import udhr_articles  # noqa: E402
 from synth.filters.base import FilterChain  # noqa: E402
 from synth.filters.embedding import EmbeddingConsistencyFilter  # noqa: E402
@@ -73,12 +79,21 @@ REFUSALS = {
 CHATTER = ["Here is the translation:\n{}", "Sure! Here's the translation: {}", "Translation: {}", "{}\n\nI hope this helps!"]
 BATCH, HELD_OUT = 24, 6
 FAULTS = ["wrong_language", "mislabelled_text", "copy", "truncation", "shuffled", "shuffled", "refusal", "chatter", "other_article"]
-# Whole articles, not sentences: the sentence-level bounds would judge the unit, not the pair.
-ARTICLE_LEVEL = {"max_words": None, "min_terminal_punctuation": None}
+# The defaults judge paragraphs per sentence (per_sentence), so whole articles run on the defaults.
+ARTICLE_LEVEL: dict = {}
 CACHE = ROOT / "outputs" / "bench-filters"
 
 
-def build_batches(langs: list[str], pivots: list[str], rounds: int, seed: int) -> list[list[dict]]:
+def sentence_units(codes: set[str]) -> dict:
+    """Per language, UDHR sentences keyed (article, sentence): the units of --unit sentence. A pair
+    (lang, pivot) uses the keys both split alike (synth.testing.udhr_bitext's alignment)."""
+    return {code: {(a, i): s for a, article in enumerate(udhr_articles(code)) for i, s in enumerate(split_sentences(article))}
+            for code in codes}
+
+
+def build_batches(langs: list[str], pivots: list[str], rounds: int, seed: int, unit: str = "article") -> list[list[dict]]:
+    if unit == "sentence":
+        return build_sentence_batches(langs, pivots, rounds, seed)
     articles = {code: udhr_articles(code) for code in {*langs, *pivots, *(CLOSE[l] for l in langs)}}
     batches = []
     for lang in langs:
@@ -128,6 +143,110 @@ def build_batches(langs: list[str], pivots: list[str], rounds: int, seed: int) -
     return batches
 
 
+def build_sentence_batches(langs: list[str], pivots: list[str], rounds: int, seed: int) -> list[list[dict]]:
+    """As build_batches, with aligned sentences for units: a batch of 24 sentence pairs drawn from
+    24 articles (held-out articles give the other_article sentences), the same faults."""
+    codes = {*langs, *pivots, *(CLOSE[l] for l in langs)}
+    units = sentence_units(codes)
+    counts = {code: Counter(a for a, _ in units[code]) for code in codes}
+    batches = []
+    for lang in langs:
+        for pivot in pivots:
+            aligned = [key for key in units[lang] if counts[lang][key[0]] == counts[pivot][key[0]]]
+            for round_ in range(rounds):
+                rng = random.Random(f"{seed}-{lang}-{pivot}-{round_}-sentence")
+                order = rng.sample(range(30), 30)
+                held_out = set(order[:HELD_OUT])
+                by_article = defaultdict(list)
+                for key in aligned:
+                    if key[0] not in held_out:
+                        by_article[key[0]].append(key)
+                chosen = [rng.choice(keys) for _, keys in sorted(by_article.items())]
+                rng.shuffle(chosen)
+                chosen = chosen[:BATCH]
+                spare = [key for key in units[pivot] if key[0] in held_out]
+                rows = [
+                    {"text": units[lang][key], "translation": units[pivot][key], "lang": normalize_language(lang),
+                     "pivot_lang": normalize_language(pivot), "article": key[0] + 1, "fault": None, "udhr": lang, "pivot": pivot,
+                     "batch": len(batches)}
+                    for key in chosen
+                ]
+                faulted = rng.sample(range(len(rows)), len(FAULTS))
+                shuffled = []
+                for index, fault in zip(faulted, FAULTS):
+                    row, key = rows[index], chosen[index]
+                    row["fault"] = fault
+                    other_unit = lambda code: units[code].get(key) or udhr_articles(code)[key[0]]  # noqa: E731
+                    if fault == "wrong_language":
+                        row["translation"] = other_unit(rng.choice([p for p in PIVOTS if p != pivot] + [CLOSE[lang]]))
+                    elif fault == "mislabelled_text":
+                        row["text"] = other_unit(CLOSE[lang])
+                    elif fault == "copy":
+                        words = row["text"].split()
+                        if rng.random() < 0.5 and len(words) > 3:
+                            del words[rng.randrange(len(words))]
+                            row["translation"] = " ".join(words).casefold()
+                        else:
+                            row["translation"] = row["text"]
+                    elif fault == "truncation":
+                        words = row["translation"].split()
+                        row["translation"] = " ".join(words[: max(1, round(len(words) * rng.uniform(0.25, 0.6)))])
+                    elif fault == "shuffled":
+                        shuffled.append(row)
+                    elif fault == "refusal":
+                        row["translation"] = rng.choice(REFUSALS[pivot])
+                    elif fault == "chatter":
+                        row["translation"] = rng.choice(CHATTER).format(row["translation"])
+                    elif fault == "other_article":
+                        row["translation"] = units[pivot][rng.choice(spare)]
+                first, second = shuffled
+                first["translation"], second["translation"] = second["translation"], first["translation"]
+                batches.append(rows)
+    return batches
+
+
+class OracleRoundTrip:
+    """The round trip as the job runs it (synth.filters.roundtrip.RoundTripStage), its answers
+    from the test server's oracle: the UDHR text in the source language of whatever article (or
+    sentence) the pivot side is. A perfect translator: what this measures is which pairs are sent
+    and how chrF decides them, not an LLM's round-trip quality."""
+
+    def __init__(self, langs, pivots, mode: str, min_chrf: float):
+        from synth.generate.tasks.backtranslate import BacktranslationPrompt
+
+        self.prompt = BacktranslationPrompt.load()
+        self.mode, self.min_chrf = mode, min_chrf
+        codes = {*langs, *pivots, *(CLOSE[l] for l in langs)}
+        self.units = sentence_units(codes)
+        self.articles = {code: udhr_articles(code) for code in codes}
+        self.where = {}
+        for code in pivots:
+            for key, text in self.units[code].items():
+                self.where.setdefault(text, ("s", key))
+            for a, text in enumerate(self.articles[code]):
+                self.where[text] = ("a", a)
+        self.asked = Counter()
+
+    def answer(self, row: dict) -> str | None:
+        found = self.where.get(row["translation"])
+        if found is None:
+            return None  # not UDHR text (a refusal, a copy...): no translation back
+        kind, key = found
+        return self.articles[row["udhr"]][key] if kind == "a" else self.units[row["udhr"]].get(key)
+
+    def run(self, kept: list[dict]) -> tuple[list[dict], list[dict]]:
+        from synth.filters.roundtrip import RoundTripStage
+
+        stage = RoundTripStage(self.prompt, kept[0]["lang"] if kept else "en", "en", self.mode, self.min_chrf)
+        asked = stage.requests(kept)
+        answers = {index: self.answer(kept[index]) for index, _ in asked}
+        for index, _ in asked:
+            self.asked[kept[index]["udhr"]] += 1
+        verdicts = stage.judge(kept, answers)
+        return ([row for row, v in zip(kept, verdicts) if v is None],
+                [{**row, "reject_stage": "round_trip", "reject_reason": v} for row, v in zip(kept, verdicts) if v is not None])
+
+
 class CachedEmbedder:
     """An embedder whose vectors are kept on disk by text (sha256), so reruns embed nothing again."""
 
@@ -167,8 +286,9 @@ class CachedEmbedder:
         return np.stack([self.vectors[self.key(t)] for t in texts])
 
 
-def run(batches: list[list[dict]], settings: PairFilterSettings) -> list[dict]:
-    """Every row with `verdict` (None = kept) and `stage`, each batch through its own chain (a chunk)."""
+def run(batches: list[list[dict]], settings: PairFilterSettings, round_trip: OracleRoundTrip | None = None) -> list[dict]:
+    """Every row with `verdict` (None = kept) and `stage`, each batch through its own chain (a chunk),
+    then through the round trip where one is given."""
     blocks = pair_filters(settings)
     for block in blocks:
         if isinstance(block, EmbeddingConsistencyFilter):
@@ -178,6 +298,9 @@ def run(batches: list[list[dict]], settings: PairFilterSettings) -> list[dict]:
     for rows in batches:
         rows = [dict(row) for row in rows]
         kept, rejected = FilterChain(blocks).run(rows)
+        if round_trip is not None:
+            kept, dropped = round_trip.run(kept)
+            rejected += dropped
         judged += [{**row, "verdict": None, "stage": None} for row in kept]
         judged += [{**row, "verdict": row["reject_reason"], "stage": row["reject_stage"]} for row in rejected]
     return judged
@@ -293,15 +416,26 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a filter setting (synth.config.PairFilterSettings), e.g. min_margin=p10, max_rank=2, max_words=100")
     parser.add_argument("--lid-sentences", action="store_true", help="also measure the detectors on single sentences")
+    parser.add_argument("--unit", choices=["article", "sentence"], default="article", help="pairs of whole articles (paragraphs) or of aligned sentences")
+    parser.add_argument("--round-trip", choices=["borderline", "all", "off"], default="borderline",
+                        help="the round trip after the filters, answered by the test server's oracle (as --round-trip of synth backtranslate)")
+    parser.add_argument("--round-trip-min-chrf", type=float, default=40.0)
     parser.add_argument("--dump", type=Path, help="write every judged row (scores, verdicts) to this Parquet file")
     args = parser.parse_args()
     langs, pivots = args.langs.split(","), args.pivots.split(",")
-    settings = PairFilterSettings(**{**ARTICLE_LEVEL, **parse_set(args.set)})
-    changed = {k: v for k, v in settings.model_dump().items() if v != PairFilterSettings.model_fields[k].get_default(call_default_factory=True)}
+    settings = BacktranslateSettings(**{**ARTICLE_LEVEL, "round_trip": args.round_trip, **parse_set(args.set)})
+    changed = {k: v for k, v in settings.model_dump().items() if k in PairFilterSettings.model_fields and v != PairFilterSettings.model_fields[k].get_default(call_default_factory=True)}
     print(f"settings: defaults, except {changed or 'nothing'}")
     started = time.time()
-    batches = build_batches(langs, pivots, args.rounds, args.seed)
-    judged = run(batches, settings)
+    batches = build_batches(langs, pivots, args.rounds, args.seed, args.unit)
+    oracle = OracleRoundTrip(langs, pivots, args.round_trip, args.round_trip_min_chrf) if args.round_trip != "off" else None
+    print(f"unit: {args.unit}, round trip: {args.round_trip} (min chrF {args.round_trip_min_chrf:g})")
+    judged = run(batches, settings, oracle)
+    if oracle is not None:
+        totals = Counter(row["udhr"] for row in judged)
+        print("\n## Round trip: pairs asked (of all pairs)\n")
+        print("  ".join(f"{lang} {share(oracle.asked[lang], totals[lang]).strip()}" for lang in langs))
+        print(f"all {share(sum(oracle.asked.values()), len(judged)).strip()}")
     report(judged, langs, args.tune_langs.split(","))
     if args.lid_sentences:
         lid_on_sentences(langs, settings)

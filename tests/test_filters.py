@@ -89,12 +89,30 @@ def test_copies_identical_contained_and_edited():
 
 def test_length_bounds_in_words_and_characters():
     assert word_count(AM[2]) == 9  # Ethiopic separates words with '፡', not spaces
-    words = LengthFilter(min_words=1, max_words=100)
-    chars = LengthFilter(max_words=None, max_chars=200)
+    # OpusFilter's rule on the whole segment (--whole-segment): Article 25, two long sentences, is too long.
+    words = LengthFilter(min_words=1, max_words=100, per_sentence=False)
+    chars = LengthFilter(max_words=None, max_chars=200, per_sentence=False)
     assert verdicts(words, [pair(ZU[2], EN[2]), pair(ZU[25], EN[25]), pair("", EN[2])]) == [
         None, "length:translation=116_words", "length:text=0_words",
     ]
     assert verdicts(chars, [pair(ZU[2], EN[2]), pair(ZU[25], EN[25])]) == [None, "length:translation=747_chars"]
+
+
+def test_a_long_good_paragraph_is_kept_and_a_long_bad_one_dropped():
+    # The default judges a paragraph per sentence: the bound holds for each sentence, not the whole.
+    long_good = pair(" ".join(ZU[22:26]), " ".join(EN[22:26]))  # four articles, 250+ English words, 10+ sentences
+    assert word_count(long_good["translation"]) > 250
+    run_on = " ".join(EN[22:26]).replace(".", "").replace(";", "")  # the same words as one 250-word "sentence"
+    long_bad = pair(" ".join(ZU[22:26]), run_on + ".")
+    length, punctuation = LengthFilter(max_words=100), TerminalPunctuationFilter(-2.0)
+    assert verdicts(length, [long_good, long_bad]) == [None, f"length:translation_sentence={word_count(run_on)}_words"]
+    assert verdicts(punctuation, [long_good])[0] is None
+    assert punctuation.derived_thresholds == {"paragraphs": 1}
+    # Sentence counts far apart still fail the punctuation rule: 12 sentences against 1.
+    assert verdicts(punctuation, [long_bad])[0].startswith("terminal_punctuation:")
+    # The control: OpusFilter's sentence rules on the whole segment drop the good paragraph too.
+    assert verdicts(LengthFilter(max_words=100, per_sentence=False), [long_good])[0].startswith("length:")
+    assert verdicts(TerminalPunctuationFilter(-2.0, per_sentence=False), [long_good])[0].startswith("terminal_punctuation:")
 
 
 def test_length_ratio_and_numerals_and_repetition():
@@ -131,8 +149,8 @@ def test_the_repetition_pre_test_never_hides_a_match_of_the_pattern():
 
 
 def test_terminal_punctuation_and_truncation():
-    punctuation = TerminalPunctuationFilter()
-    # One sentence each: no penalty. Article 26 (7 sentences a side): OpusFilter's score drops it.
+    punctuation = TerminalPunctuationFilter(per_sentence=False)
+    # One sentence each: no penalty. Article 26 (7 sentences a side): OpusFilter's score on the whole segment drops it.
     assert verdicts(punctuation, [pair(ZU[2], EN[2]), pair(ZU[25], EN[25])]) == [None, "terminal_punctuation:-2.56"]
     assert TerminalPunctuationFilter.score(AM[2], EN[2]) == 0.0  # '።' is a full stop
     truncation = TruncationFilter()
@@ -197,7 +215,7 @@ def short_pairs(lang_code: str = "zul", lang: str = "zu") -> list[dict]:
 def test_shuffled_partners_are_dropped_by_margin_and_by_rank(embedder):
     rows = short_pairs()
     rows[0]["translation"], rows[1]["translation"] = rows[1]["translation"], rows[0]["translation"]
-    by_margin = verdicts(EmbeddingConsistencyFilter(embedder), rows)  # the defaults: margin >= 1, centred
+    by_margin = verdicts(EmbeddingConsistencyFilter(embedder, min_null_z=None), rows)  # margin >= 1, centred, no floor
     assert [v.split(":")[0] if v else v for v in by_margin] == ["low_margin", "low_margin"] + [None] * 8
     by_rank = EmbeddingConsistencyFilter(embedder, min_margin=None, max_rank=1)
     scored = [dict(row) for row in rows]

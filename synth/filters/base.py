@@ -72,7 +72,7 @@ class FilterStats:
     def derived_summary(self) -> dict:
         """threshold -> {min, max, batches}: the range of the values derived over the batches."""
         return {
-            name: {"min": round(min(values), 6), "max": round(max(values), 6), "batches": len(values)}
+            name: {"min": round(min(values), 6), "max": round(max(values), 6), "batches": len(values), "sum": round(sum(values), 6)}
             for name, values in self.derived.items() if values
         }
 

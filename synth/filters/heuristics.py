@@ -122,30 +122,65 @@ class CopyFilter:
 
 class LengthFilter:
     """Each side's length within bounds: words (OpusFilter LengthFilter: 1 to 100) and, where
-    set, characters (for scripts written without spaces, where a sentence is one 'word')."""
+    set, characters (for scripts written without spaces, where a sentence is one 'word').
+
+    OpusFilter's bounds are for sentences. With `per_sentence` (the default) a segment of several
+    sentences (a paragraph, a whole record) has its upper bounds applied to each of its sentences,
+    not to the whole: a long, good paragraph is not dropped for being long, while a run-on "sentence"
+    past the bound still is. `derived_thresholds` counts the rows judged per sentence
+    (`paragraphs`), so the card can say which rule applied."""
 
     name = "length"
 
     def __init__(
-        self, min_words: int = 1, max_words: int | None = 100, min_chars: int = 1, max_chars: int | None = None
+        self, min_words: int = 1, max_words: int | None = 100, min_chars: int = 1, max_chars: int | None = None,
+        per_sentence: bool = True,
     ):
         self.min_words, self.max_words = min_words, max_words
         self.min_chars, self.max_chars = min_chars, max_chars
+        self.per_sentence = per_sentence
+        self.derived_thresholds: dict[str, float] = {}
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         verdicts = []
+        paragraphs = 0
         for row in rows:
             verdict = None
+            paragraph = self.per_sentence and is_paragraph(row)
+            paragraphs += paragraph
             for side in ("translation", "text"):
                 words, chars = word_count(row[side]), len(row[side])
-                if words < self.min_words or (self.max_words is not None and words > self.max_words):
-                    verdict = f"length:{side}={words}_words"
-                elif chars < self.min_chars or (self.max_chars is not None and chars > self.max_chars):
-                    verdict = f"length:{side}={chars}_chars"
+                if paragraph:
+                    units = sentences(row[side])
+                    most_words, most_chars = max(map(word_count, units)), max(map(len, units))
+                    unit = f"{side}_sentence"
+                else:
+                    most_words, most_chars, unit = words, chars, side
+                if words < self.min_words or (self.max_words is not None and most_words > self.max_words):
+                    verdict = f"length:{unit}={most_words if words >= self.min_words else words}_words"
+                elif chars < self.min_chars or (self.max_chars is not None and most_chars > self.max_chars):
+                    verdict = f"length:{unit}={most_chars if chars >= self.min_chars else chars}_chars"
                 if verdict:
                     break
             verdicts.append(verdict)
+        self.derived_thresholds = {"paragraphs": paragraphs} if self.per_sentence else {}
         return verdicts
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a segment (synth's segmenter), at least one."""
+    from synth.read.segment import split_sentences
+
+    return split_sentences(text) or [text]
+
+
+def is_paragraph(row: dict) -> bool:
+    """A pair whose segments hold several sentences on either side (a paragraph, a whole record)."""
+    return any(terminal_marks(row[side]) > 1 and len(sentences(row[side])) > 1 for side in ("text", "translation"))
+
+
+def terminal_marks(text: str) -> int:
+    return sum(ch in TERMINAL_PUNCTUATION for ch in _ETHIOPIC_FULL_STOP.sub("።", text))
 
 
 class LengthRatioFilter:
@@ -243,25 +278,36 @@ class NumeralsFilter:
 class TerminalPunctuationFilter:
     """OpusFilter's TerminalPunctuationFilter (Vázquez et al. 2019): penalty = |marks(a) - marks(b)|
     plus the marks beyond the first on each side; score = -log(penalty + 1) >= threshold (-2).
-    Sentence-level by design: segments of five or more sentences a side score below -2."""
+
+    Sentence-level by design: segments of five or more sentences a side score below -2 whatever
+    their quality. With `per_sentence` (the default) a paragraph pair is judged as the sentence
+    pairs it holds: each sentence has its one mark, so only the difference in sentence counts is a
+    penalty (a paragraph of 6 sentences against one of 6 scores 0, against one of 1 scores -1.79,
+    against none: -1.95, and the truncation filter is there for that). Sentence pairs get
+    OpusFilter's score unchanged."""
 
     name = "terminal_punctuation"
 
-    def __init__(self, threshold: float = -2.0):
+    def __init__(self, threshold: float = -2.0, per_sentence: bool = True):
         self.threshold = threshold
+        self.per_sentence = per_sentence
+        self.derived_thresholds: dict[str, float] = {}
 
     @staticmethod
-    def score(text: str, translation: str) -> float:
-        a = sum(ch in TERMINAL_PUNCTUATION for ch in _ETHIOPIC_FULL_STOP.sub("።", text))
-        b = sum(ch in TERMINAL_PUNCTUATION for ch in _ETHIOPIC_FULL_STOP.sub("።", translation))
-        penalty = abs(a - b) + max(a - 1, 0) + max(b - 1, 0)
+    def score(text: str, translation: str, paragraph: bool = False) -> float:
+        a, b = terminal_marks(text), terminal_marks(translation)
+        penalty = abs(a - b) + (0 if paragraph else max(a - 1, 0) + max(b - 1, 0))
         return -math.log(penalty + 1)
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         verdicts = []
+        paragraphs = 0
         for row in rows:
-            score = self.score(row["text"], row["translation"])
+            paragraph = self.per_sentence and is_paragraph(row)
+            paragraphs += paragraph
+            score = self.score(row["text"], row["translation"], paragraph)
             verdicts.append(f"terminal_punctuation:{score:.2f}" if score < self.threshold else None)
+        self.derived_thresholds = {"paragraphs": paragraphs} if self.per_sentence else {}
         return verdicts
 
 
@@ -292,3 +338,59 @@ class TruncationFilter:
                     break
             verdicts.append(verdict)
         return verdicts
+
+
+_ECHO_WORD = re.compile(r"\w+", re.U)
+
+
+def _trigrams(text: str) -> list[tuple[str, ...]]:
+    words = _ECHO_WORD.findall(text.casefold())
+    return list(zip(words, words[1:], words[2:]))
+
+
+class PromptEchoFilter:
+    """An answer that repeats the prompt's instructions (the system prompt or the user message
+    around the text, word for word or nearly) instead of translating: the share of its word
+    trigrams found in the instructions is at least `max_share` (0.5). A side whose partner holds
+    the same trigrams (a corpus about translation, say) is not held against the pair.
+
+    `instructions`: the prompt's own words, the text to translate left out (see
+    `instruction_texts`); a pair from a corpus of unknown making is checked against the default
+    back-translation prompt's.
+    """
+
+    name = "prompt_echo"
+
+    def __init__(self, instructions: list[str], max_share: float = 0.5, sides: tuple[str, ...] = ("translation",)):
+        self.max_share = max_share
+        self.sides = sides
+        self.grams = {gram for text in instructions for gram in _trigrams(text)}
+
+    def share(self, text: str) -> float:
+        grams = _trigrams(text)
+        return sum(gram in self.grams for gram in grams) / len(grams) if grams else 0.0
+
+    def judge(self, rows: list[dict]) -> list[str | None]:
+        verdicts = []
+        for row in rows:
+            verdict = None
+            for side in self.sides:
+                other = row["text"] if side == "translation" else row["translation"]
+                share = self.share(row[side] or "")
+                if share >= self.max_share and self.share(other or "") < self.max_share:
+                    verdict = f"prompt_echo:{side}={share:.2f}"
+                    break
+            verdicts.append(verdict)
+        return verdicts
+
+
+def instruction_texts(template, **names: str) -> list[str]:
+    """The fixed words of a prompt template (synth.generate.prompts.PromptTemplate): its system
+    prompt and its user message with the text left out, language names filled in where given."""
+    values = {"source_language": "", "target_language": "", **names, "text": "\n"}
+
+    class _Blank(dict):
+        def __missing__(self, key):  # a placeholder this task does not fill: left out
+            return ""
+
+    return [part.format_map(_Blank(values)) for part in (template.system, template.user) if part]

@@ -14,10 +14,12 @@ from synth.filters.heuristics import (
     LengthFilter,
     LengthRatioFilter,
     NumeralsFilter,
+    PromptEchoFilter,
     RefusalFilter,
     RepetitionFilter,
     TerminalPunctuationFilter,
     TruncationFilter,
+    instruction_texts,
 )
 from synth.filters.langid import LanguageIdentifier, LanguageIdFilter
 from synth.filters.script import ScriptFilter
@@ -33,19 +35,24 @@ def language_identifier(settings) -> LanguageIdentifier | None:
     )
 
 
-def pair_filters(settings, suspect_sides: tuple[str, ...] = ("translation",)) -> list:
+def pair_filters(settings, suspect_sides: tuple[str, ...] = ("translation",), instructions: list[str] | None = None) -> list:
     """The blocks of a pair's chain, from a `synth.config.PairFilterSettings` (or anything with its fields).
 
     `suspect_sides`: the sides that may be machine-made, where chatter and truncation are looked
     for: the synthetic one for generated pairs, both for a corpus of unknown making.
+    `instructions`: the words of the prompt that made the pairs (an answer repeating them is
+    dropped); default: the back-translation prompt's (prompts/backtranslate.toml).
     """
     s = settings
     blocks: list = [EmptyAnswerFilter(), RefusalFilter(suspect_sides)]
+    if getattr(s, "max_prompt_echo", None) is not None:
+        blocks.append(PromptEchoFilter(instructions if instructions is not None else default_instructions(), s.max_prompt_echo, suspect_sides))
     if s.truncation:
         blocks.append(TruncationFilter(suspect_sides))
     if s.max_copy_similarity is not None:
         blocks.append(CopyFilter(s.max_copy_similarity, s.max_lcs_ratio))
-    blocks.append(LengthFilter(s.min_words, s.max_words, s.min_chars, s.max_chars))
+    per_sentence = getattr(s, "per_sentence", True)
+    blocks.append(LengthFilter(s.min_words, s.max_words, s.min_chars, s.max_chars, per_sentence=per_sentence))
     if s.max_length_ratio is not None:
         blocks.append(LengthRatioFilter(s.max_length_ratio))
     if s.max_repeats is not None:
@@ -53,7 +60,7 @@ def pair_filters(settings, suspect_sides: tuple[str, ...] = ("translation",)) ->
     if s.min_numeral_similarity is not None:
         blocks.append(NumeralsFilter(s.min_numeral_similarity))
     if s.min_terminal_punctuation is not None:
-        blocks.append(TerminalPunctuationFilter(s.min_terminal_punctuation))
+        blocks.append(TerminalPunctuationFilter(s.min_terminal_punctuation, per_sentence=per_sentence))
     if s.min_script_share is not None:
         blocks.append(ScriptFilter(PerLanguage.of(s.min_script_share), s.scripts))
     identifier = language_identifier(s)
@@ -61,9 +68,18 @@ def pair_filters(settings, suspect_sides: tuple[str, ...] = ("translation",)) ->
         blocks.append(LanguageIdFilter(identifier))
     if s.embedder != NO_EMBEDDER:
         blocks.append(EmbeddingConsistencyFilter(
-            pair_embedder(s), s.min_cosine, s.min_margin, s.max_rank, s.margin_k, center=s.center_embeddings
+            pair_embedder(s), s.min_cosine, s.min_margin, s.max_rank, s.margin_k, center=s.center_embeddings,
+            min_null_z=PerLanguage.of(getattr(s, "min_null_z", None)),
+            borderline=getattr(s, "round_trip", "off") == "borderline",
         ))
     return blocks
+
+
+def default_instructions() -> list[str]:
+    """The words of the default back-translation prompt, language names left out."""
+    from synth.generate.tasks.backtranslate import BacktranslationPrompt
+
+    return instruction_texts(BacktranslationPrompt.load().template)
 
 
 def pair_embedder(settings):
@@ -79,8 +95,8 @@ def embedder_name(settings) -> str:
     return embedder_description(settings.embedder, prefix="passage")  # the model is not loaded for its name
 
 
-def pair_filter_chain(settings, suspect_sides: tuple[str, ...] = ("translation",)) -> FilterChain:
-    return FilterChain(pair_filters(settings, suspect_sides))
+def pair_filter_chain(settings, suspect_sides: tuple[str, ...] = ("translation",), instructions: list[str] | None = None) -> FilterChain:
+    return FilterChain(pair_filters(settings, suspect_sides, instructions))
 
 
 def filter_settings(settings) -> dict:
