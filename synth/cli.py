@@ -351,13 +351,17 @@ def queries_config(
     round_trip_min_queries: Annotated[int, typer.Option(help="Queries of a kind a chunk needs for its own rank model (fewer: the kinds share one, or the top k alone)")] = 20,
     max_copied_span: Annotated[float, typer.Option(help="Drop a query when a run of 3+ words copied from the passage is more than this share of its words (0-1)")] = 0.75,
     negatives: Annotated[int, typer.Option(help="Hard negatives per query: the best-ranked other passages of the chunk, below the source")] = 0,
+    relevance_check: Annotated[str, typer.Option(help="borderline: a query the round trip cannot decide (likelihood between --relevance-low and --relevance-high) is shown to the generator with its passage, its yes/no decides (a second request, cached and counted); off: the round trip alone; auto: borderline, except with the in-process default model (too small to judge)")] = "auto",
+    relevance_low: Annotated[float, typer.Option(help="The relevance check asks about queries whose round-trip likelihood is at least this ...")] = 0.02,
+    relevance_high: Annotated[float, typer.Option(help="... and below this (above: kept, below --relevance-low: dropped, without asking)")] = 0.99,
 ) -> QueriesConfig:
     """Parameters of `synth queries` (also `python flows/queries.py`) as a validated config."""
     return QueriesConfig(
         **job, out=out, kinds=[k.strip() for k in kinds.split(",") if k.strip()], query_lang=query_lang,
         per_passage=per_passage, max_passage_chars=max_passage_chars, min_cosine=min_cosine, round_trip_k=round_trip_k,
         round_trip_min_p_good=_value(round_trip_min_p_good), round_trip_min_queries=round_trip_min_queries,
-        max_copied_span=max_copied_span, negatives=negatives,
+        max_copied_span=max_copied_span, negatives=negatives, relevance_check=relevance_check, relevance_low=relevance_low,
+        relevance_high=relevance_high,
     )
 
 

@@ -286,6 +286,17 @@ class QueriesConfig(JobConfig):
     round_trip_min_queries: int = Field(20, ge=2, description="Queries a chunk needs for its rank model; fewer: the fixed top k alone")
     max_copied_span: float = Field(0.75, gt=0.0, le=1.0, description="Drop a query when a run of 3+ words copied from the passage is more than this share of its words")
     negatives: int = Field(0, ge=0, le=32, description="Hard negatives per query: the best-ranked other passages of the chunk below the source")
+    relevance_check: Literal["auto", "borderline", "off"] = Field("auto", description="borderline: a query the round trip cannot decide (ranked below the top k, its likelihood between relevance_low and relevance_high) is shown to the generator with its passage, and its yes/no decides (a second request, cached and counted); off: the round trip alone decides; auto: borderline, except with the in-process default model (SmolLM2-135M cannot judge relevance)")
+    relevance_low: float = Field(0.02, ge=0.0, le=1.0, description="The relevance check asks about a query whose round-trip likelihood (`round_trip`) is at least this ...")
+    relevance_high: float = Field(0.99, ge=0.0, le=1.0, description="... and below this (a query ranked below the top k above it is kept, below relevance_low dropped, without asking)")
+
+    @property
+    def relevance_checking(self) -> bool:
+        """Whether the undecided band is sent to the generator (`relevance_check` resolved)."""
+        if self.relevance_check == "auto":
+            can_judge = self.backend != "transformers" or self.model is not None
+            return can_judge and self.embedder != NO_EMBEDDER and self.round_trip_min_p_good is not None
+        return self.relevance_check == "borderline"
 
     @field_validator("query_lang")
     @classmethod
@@ -314,6 +325,17 @@ class QueriesConfig(JobConfig):
     def _negatives_need_an_embedder(self) -> "QueriesConfig":
         if self.negatives and self.embedder == NO_EMBEDDER:
             raise ValueError("hard negatives are ranked by the embedder: --negatives needs one (not --embedder none)")
+        return self
+
+    @model_validator(mode="after")
+    def _relevance_band(self) -> "QueriesConfig":
+        if self.relevance_low >= self.relevance_high:
+            raise ValueError(f"relevance_low ({self.relevance_low}) must be below relevance_high ({self.relevance_high})")
+        if self.relevance_check == "borderline" and (self.embedder == NO_EMBEDDER or self.round_trip_min_p_good is None):
+            raise ValueError(
+                "--relevance-check borderline judges the queries the round trip's rank model cannot decide: it needs an "
+                "embedder and --round-trip-min-p-good (not --embedder none, not off)"
+            )
         return self
 
 

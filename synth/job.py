@@ -29,12 +29,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth import redact
-from synth.filters.base import FilterChain, FilterStats
+from synth.filters.base import FilterChain, FilterStats, reason_kind
 from synth.filters.langid import LanguageIdentifier, LanguageIdFilter
 from synth.filters.pairs import language_identifier
 from synth.generate.backends import SMOLLM2_MODEL_NAME, Backend, Completion, FatalError, OpenAIBackend, TransformersBackend
@@ -98,6 +99,42 @@ class Request:
     meta: dict = field(default_factory=dict)
 
 
+class FollowupStage(Protocol):
+    """A second request per row, sent after a chunk's filters, whose answer decides the row: the
+    queries' LLM relevance check of the round trip's undecided band (synth.queries); a pairs round
+    trip (translate the translation back) would be another. A job lists its stages in
+    `ChunkedJob.followups`; the machinery sends their requests through the run's runner and
+    generation cache (a rerun sends none again), counts them apart in stats.json (`stages`) and in
+    the chunk's generation totals, and moves the rows a stage drops to the rejects under its name."""
+
+    name: str
+
+    def requests(self, rows: list[dict]) -> list[tuple[int, Request]]:
+        """(index in `rows`, request) for the rows to ask about; the others pass as they are."""
+
+    def is_usable(self, request: Request, text: str) -> bool:
+        """Whether an answer says something (else it is retried once, resampled)."""
+
+    def judge(self, rows: list[dict], answers: dict[int, str | None]) -> list[str | None]:
+        """One verdict per row, as a filter's (None keeps it); `answers`: row index -> the answer's
+        text (None: no answer, every attempt failed). May add columns to the rows."""
+
+    @property
+    def counts(self) -> dict:
+        """What the stage's last `judge` saw, for stats.json (e.g. {"yes": 3, "no": 1})."""
+
+
+@dataclass
+class Filtered:
+    """A chunk's answered rows after its filters, before its follow-up stages and staging."""
+
+    kept: list[dict]
+    rejected: list[dict]
+    filters: dict                    # step name -> as ChunkResult.filters
+    lid_unverified: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)  # follow-up stage name -> {"asked", its counts, "generation"}
+
+
 @dataclass
 class ChunkResult:
     index: int
@@ -110,6 +147,7 @@ class ChunkResult:
     filters: dict                    # step name -> {"in": {lang: n}, "out": {...}, "dropped": {lang: {reason: n}}}
     generation_failures: int         # requests with no answer: the chunk is redone on rerun
     lid_unverified: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)  # follow-up stage -> what it asked, heard and cost (Filtered.stages)
     reused: bool = False             # staged by an earlier run and taken as it was
 
     @classmethod
@@ -175,11 +213,16 @@ def _start_filter_worker() -> None:
 
 def _filter_and_stage_in_worker(job_class: type, config, chunk, answered, failed, generation) -> "ChunkResult":
     """In the filter process: the job is rebuilt from its config (once per config)."""
+    return _in_worker(job_class, config, "filter_and_stage", chunk, answered, failed, generation)
+
+
+def _in_worker(job_class: type, config, method: str, *args):
+    """In the filter process: `method` of the job, rebuilt from its config (once per config)."""
     key = f"{job_class.__module__}.{job_class.__qualname__}:{config.model_dump_json()}"
     if key not in _worker_jobs:
         _worker_jobs.clear()
         _worker_jobs[key] = job_class(config)
-    return _worker_jobs[key].filter_and_stage(chunk, answered, failed, generation)
+    return getattr(_worker_jobs[key], method)(*args)
 
 
 @lru_cache(maxsize=2)
@@ -237,6 +280,15 @@ class ChunkedJob:
     def filter_chain(self, chunk: Chunk) -> FilterChain:
         """The filters of one chunk (some compare a row with the chunk's other records)."""
         raise NotImplementedError
+
+    def followups(self, chunk: Chunk) -> list[FollowupStage]:
+        """Second-request stages run on the rows the filters kept, in order (see FollowupStage)."""
+        return []
+
+    @property
+    def asks_after_filtering(self) -> bool:
+        """Whether `followups` may return a stage (False: filtering and staging are one step)."""
+        return False
 
     def fingerprint_settings(self) -> dict:
         """Every setting a chunk's result depends on besides its records."""
@@ -439,6 +491,10 @@ class ChunkedJob:
         return {lang: getattr(identifier.detector_for(lang), "name", None) for lang in self.languages}
 
     def filter_and_stage(self, chunk: Chunk, answered: list[dict], failed: list[dict], generation: GenerationStats) -> ChunkResult:
+        return self.stage(chunk, self.filter_rows(chunk, answered, failed), failed, generation)
+
+    def filter_rows(self, chunk: Chunk, answered: list[dict], failed: list[dict]) -> Filtered:
+        """The chunk's filter chain over its answered rows (`failed`: the rows generation lost)."""
         lang = self.config.lang
         with self._filter_lock:
             chain = self.filter_chain(chunk)
@@ -454,6 +510,39 @@ class ChunkedJob:
         for block in chain.filters:
             if isinstance(block, LanguageIdFilter):
                 unverified.update(block.unverified_counts)
+        return Filtered(kept, rejected, filters, dict(unverified))
+
+    async def ask(self, chunk: Chunk, filtered: Filtered, runner: RequestRunner, generation: GenerationStats) -> None:
+        """The chunk's follow-up stages (`followups`) on its kept rows: their requests go through
+        `runner` (cache first), their verdicts move rows to the rejects; their requests and tokens
+        are added to `generation` (a request no attempt answered leaves the chunk to redo)."""
+        lang, params = self.config.lang, self.config.generation_params
+        for stage in self.followups(chunk):
+            asked = stage.requests(filtered.kept)
+            stats = GenerationStats()
+            outcomes = await runner.generate(
+                [(cache_key(self.model_name, request.messages, params), request.messages) for _, request in asked],
+                priority=chunk.index, is_usable=lambda index, text: stage.is_usable(asked[index][1], text), stats=stats,  # noqa: B023
+            ) if asked else []
+            answers = {index: outcome.completion.text if outcome.completion else None for (index, _), outcome in zip(asked, outcomes)}
+            verdicts = stage.judge(filtered.kept, answers)
+            kept = [row for row, verdict in zip(filtered.kept, verdicts) if verdict is None]
+            dropped = [
+                {**row, "reject_stage": stage.name, "reject_reason": verdict}
+                for row, verdict in zip(filtered.kept, verdicts) if verdict is not None
+            ]
+            filtered.filters[stage.name] = {
+                "in": {lang: len(filtered.kept)}, "out": {lang: len(kept)},
+                "dropped": {lang: dict(Counter(reason_kind(row["reject_reason"]) for row in dropped))} if dropped else {},
+                "derived": {},
+            }
+            filtered.kept, filtered.rejected = kept, filtered.rejected + dropped
+            filtered.stages[stage.name] = {"asked": len(asked), **stage.counts, "generation": stats.as_dict()}
+            generation.merge(stats)
+
+    def stage(self, chunk: Chunk, filtered: Filtered, failed: list[dict], generation: GenerationStats) -> ChunkResult:
+        """Writes the chunk's kept rows and rejects, then its record (the chunk is done)."""
+        kept, rejected, filters, unverified = filtered.kept, filtered.rejected, filtered.filters, filtered.lid_unverified
         kept_path = self.chunk_dir / f"{chunk.key}.kept.parquet"
         rejects_path = self.chunk_dir / f"{chunk.key}.rejects.parquet"
         atomic_write_parquet(table_from_rows(kept, self.kept_schema), kept_path)
@@ -463,7 +552,7 @@ class ChunkedJob:
         result = ChunkResult(
             index=chunk.index, key=chunk.key, kept_path=str(kept_path), rejects_path=str(rejects_path),
             kept=len(kept), rejected=len(failed) + len(rejected), generation=generation.as_dict(),
-            filters=filters, generation_failures=generation.failed, lid_unverified=dict(unverified),
+            filters=filters, generation_failures=generation.failed, lid_unverified=dict(unverified), stages=filtered.stages,
         )
         # Written last: its presence means the chunk's files are complete.
         atomic_write_json(self._result_path(chunk.key), asdict(result))
@@ -489,7 +578,17 @@ class ChunkedJob:
 
         with generation_slots():
             answered, failed, stats = asyncio.run(generate())
-        return self.filter_and_stage(chunk, answered, failed, stats)
+        if not self.asks_after_filtering:
+            return self.filter_and_stage(chunk, answered, failed, stats)
+        filtered = self.filter_rows(chunk, answered, failed)
+
+        async def ask():
+            async with self.generation() as runner:
+                await self.ask(chunk, filtered, runner, stats)
+
+        with generation_slots():
+            asyncio.run(ask())
+        return self.stage(chunk, filtered, failed, stats)
 
     @property
     def chunks_in_memory(self) -> int:
@@ -512,8 +611,16 @@ class ChunkedJob:
             global _filter_pool
             try:
                 answered, failed, stats = await self.generate(chunk, runner, on_done)
+                if not self.asks_after_filtering:
+                    results.append(await loop.run_in_executor(
+                        filters, _filter_and_stage_in_worker, type(self), self.config, chunk, answered, failed, stats
+                    ))
+                    return
+                # Filtered in the filter process, asked here (the runner is this loop's), staged there.
+                filtered = await loop.run_in_executor(filters, _in_worker, type(self), self.config, "filter_rows", chunk, answered, failed)
+                await self.ask(chunk, filtered, runner, stats)
                 results.append(await loop.run_in_executor(
-                    filters, _filter_and_stage_in_worker, type(self), self.config, chunk, answered, failed, stats
+                    filters, _in_worker, type(self), self.config, "stage", chunk, filtered, failed, stats
                 ))
             except BrokenProcessPool:
                 _filter_pool = None  # the worker died (killed, out of memory): the next job starts another
@@ -578,10 +685,29 @@ class ChunkedJob:
             unverified.update(result.lid_unverified)
         finished = time.time()
         cost = self.config.cost_usd(generation.prompt_tokens, generation.completion_tokens) if self.generates else None
+        # Follow-up stages (FollowupStage): what each asked and heard, and its share of the generation above.
+        stages: dict[str, dict] = {}
+        for result in results:
+            for name, data in result.stages.items():
+                total = stages.setdefault(name, {"generation": GenerationStats()})
+                total["generation"].merge(GenerationStats.from_dict(data.get("generation", {})))
+                for key, value in data.items():
+                    if key != "generation":
+                        total[key] = total.get(key, 0) + value
+        for name, total in stages.items():
+            spent = total.pop("generation")
+            stage_cost = self.config.cost_usd(spent.prompt_tokens, spent.completion_tokens)
+            stages[name] = {
+                **total, "requests": spent.requests, "cache_hits": spent.cache_hits, "failed": spent.failed,
+                "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens,
+                **({"cost_usd": stage_cost} if stage_cost is not None else {}),
+            }
         run_cost = self.config.cost_usd(this_run.spent_prompt_tokens, this_run.spent_completion_tokens) if self.generates else None
         return {
             "read": read,
-            "generation": {**generation.as_dict(), **({"cost_usd": cost} if cost is not None else {})},
+            "generation": {
+                **generation.as_dict(), **({"cost_usd": cost} if cost is not None else {}), **({"stages": stages} if stages else {}),
+            },
             "funnel": {lang: funnel},
             "lid": {"unverified": dict(unverified), "detectors": self.lid_detectors_used()},
             "run": {

@@ -11,6 +11,7 @@ filters judge them.
 
 import json
 import textwrap
+from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
 
@@ -30,14 +31,15 @@ from synth.filters.retrieval import (
 )
 from synth.generate.backends import Completion
 from synth.generate.tasks.queries import QueryPrompt, parse_queries
-from synth.job import Chunk, ChunkedJob, Request
+from synth.generate.tasks.relevance import RelevancePrompt, parse_relevance
+from synth.job import Chunk, ChunkedJob, FollowupStage, Request
 from synth.languages import language_name
 from synth.publish import CardInfo, View, pairs_view
 from synth.read import ExactDedup, ReadStats, Segment, read_segments, record_id
 from synth.read.segment import split_sentences
 from synth.schema import QUERY_REJECT_SCHEMA, QUERY_SCHEMA
 
-__all__ = ["QueriesJob", "passages", "query_filters", "query_id", "split_passage"]
+__all__ = ["QueriesJob", "RelevanceCheck", "passages", "query_filters", "query_id", "split_passage"]
 
 # Documents longer than this are dropped by the reader (counted as too long), not split: 1M
 # characters is a book, not a document to query.
@@ -54,6 +56,7 @@ QUERY_COLUMNS = [
     ("consistency", "cosine similarity of the query's and the passage's embeddings"),
     ("rank", "rank of the passage among its chunk's passages for the query, on CSLS scores (1 = found first)"),
     ("round_trip", "how likely a rank that good is for a query written for this passage, in its chunk (the round trip keeps it at `round_trip_min_p_good` or more)"),
+    ("relevance", "the generator's answer to the relevance check (`yes`, `no`; `unclear` or `failed`: the round trip decided), for a query the round trip could not decide; empty where it was not asked"),
     ("negative / negatives", "hard negatives (with `--negatives`): the best-ranked other passages of the chunk that score below the passage; `negative` is the hardest"),
     ("lid_lang / lid_score / lid_detector / lid_status", "language ID of `query`"),
     ("model / prompt_version / generation_params", "how `query` was generated (an answer that had to be resampled, after an empty or chatty one, has its retry's temperature and seed)"),
@@ -105,9 +108,54 @@ def query_filters(c: QueriesConfig, passages: dict[str, str], identifier=None, e
         index = PassageIndex(embedder or load_embedder(c.embedder), passages)
         filters += [
             QueryConsistencyFilter(index, c.min_cosine),
-            RoundTripFilter(index, c.round_trip_k, c.negatives, c.round_trip_min_p_good, c.round_trip_min_queries),
+            RoundTripFilter(
+                index, c.round_trip_k, c.negatives, c.round_trip_min_p_good, c.round_trip_min_queries,
+                undecided=(c.relevance_low, c.relevance_high) if c.relevance_checking else None,
+            ),
         ]
     return filters
+
+
+class RelevanceCheck:
+    """The LLM relevance check (a FollowupStage, Promptagator-style): a query the round trip left
+    undecided (`round_trip_undecided`: ranked below the top k, its likelihood in the band) is shown
+    to the generator with its passage (prompts/relevance.toml); "yes" keeps it, "no" drops it
+    (`relevance:no`). An answer that says neither (after one resampled retry) or none at all leaves
+    the round trip's own verdict. Each asked row gets `relevance`: yes, no, unclear or failed."""
+
+    name = "relevance"
+
+    def __init__(self, prompt: RelevancePrompt | None = None):
+        self.prompt = prompt or RelevancePrompt.load()
+        self._counts: Counter = Counter()
+
+    def requests(self, rows: list[dict]) -> list[tuple[int, Request]]:
+        return [
+            (i, Request(self.prompt.messages(row["query"], row["passage"], row["query_lang"], row["lang"])))
+            for i, row in enumerate(rows) if "round_trip_undecided" in row
+        ]
+
+    def is_usable(self, request: Request, text: str) -> bool:
+        return parse_relevance(text) is not None
+
+    def judge(self, rows: list[dict], answers: dict[int, str | None]) -> list[str | None]:
+        self._counts = Counter()
+        verdicts = []
+        for i, row in enumerate(rows):
+            fallback = row.pop("round_trip_undecided", None)
+            if fallback is None:  # decided by the round trip: not asked
+                verdicts.append(None)
+                continue
+            text = answers.get(i)
+            relevant = parse_relevance(text)
+            row["relevance"] = "failed" if text is None else {True: "yes", False: "no", None: "unclear"}[relevant]
+            self._counts[row["relevance"]] += 1
+            verdicts.append(None if relevant else "relevance:no" if relevant is False else fallback or None)
+        return verdicts
+
+    @property
+    def counts(self) -> dict:
+        return {label: self._counts[label] for label in ("yes", "no", "unclear", "failed")}
 
 
 def query_id(passage_id: str, kind: str, query: str) -> str:
@@ -124,10 +172,19 @@ class QueriesJob(ChunkedJob):
     def __init__(self, config: QueriesConfig):
         super().__init__(config)
         self.prompt = QueryPrompt.load(config.prompt_file)
+        self.relevance_prompt = RelevancePrompt.load() if config.relevance_checking else None
 
     @property
     def prompt_versions(self) -> dict[str, str]:
-        return {self.task: self.prompt.version}
+        relevance = {RelevanceCheck.name: self.relevance_prompt.version} if self.relevance_prompt else {}
+        return {self.task: self.prompt.version, **relevance}
+
+    @property
+    def asks_after_filtering(self) -> bool:
+        return self.relevance_prompt is not None
+
+    def followups(self, chunk: Chunk) -> list[FollowupStage]:
+        return [RelevanceCheck(self.relevance_prompt)] if self.relevance_prompt else []
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -185,6 +242,7 @@ class QueriesJob(ChunkedJob):
             "round_trip_k": c.round_trip_k, "round_trip_min_p_good": c.round_trip_min_p_good,
             "round_trip_min_queries": c.round_trip_min_queries, "max_copied_span": c.max_copied_span, "negatives": c.negatives,
             "lid": c.lid_detectors, "lid_detector": c.lid_detector, "lid_min": c.lid_min_score,
+            **({"relevance": [self.relevance_prompt.template.__dict__, c.relevance_low, c.relevance_high]} if self.relevance_prompt else {}),
         }
 
     def views(self) -> list[View]:
@@ -213,6 +271,13 @@ class QueriesJob(ChunkedJob):
             if c.round_trip_min_p_good is not None
             else f"its passage ranks in the top {c.round_trip_k} of the passages of its chunk (`rank`)"
         )
+        if self.relevance_prompt:
+            round_trip += (
+                f". A query ranked below the top {c.round_trip_k} whose likelihood lies between {c.relevance_low:g} and "
+                f"{c.relevance_high:g} (the band the embedder cannot decide) was shown to `{self.model_name}` with its "
+                f"passage and kept only if it answered that the passage answers the query (`relevance`; the prompt "
+                f"`{self.relevance_prompt.version}`; its requests are counted under Models)"
+            )
         return CardInfo(
             task=self.task,
             pretty_name=f"{crossing} search queries for {name} passages (synthetic queries)",
@@ -246,6 +311,7 @@ class QueriesJob(ChunkedJob):
                 "min_cosine": c.min_cosine, "round_trip_k": c.round_trip_k, "round_trip_min_p_good": c.round_trip_min_p_good,
                 "round_trip_min_queries": c.round_trip_min_queries, "max_copied_span": c.max_copied_span,
                 "lid_min_score": c.lid_min_score,
+                **({"relevance_low": c.relevance_low, "relevance_high": c.relevance_high} if self.relevance_prompt else {}),
             },
             license=c.license, command=command, source_files=[str(p) for p in c.corpus],
         )

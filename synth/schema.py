@@ -55,6 +55,7 @@ QUERY_FIELDS = [
     pa.field("consistency", pa.float64()),                # cosine of query and passage
     pa.field("rank", pa.int64()),                         # rank of the passage among the chunk's for the query (1 = best)
     pa.field("round_trip", pa.float64()),                 # how likely a rank that good is for a query of this passage, in its chunk (0-1)
+    pa.field("relevance", pa.string()),                   # the LLM relevance check's answer (yes/no/unclear/failed), where it was asked
     pa.field("negative", pa.string()),                    # the hardest negative passage (with --negatives)
     pa.field("negatives", pa.list_(pa.string())),         # every mined negative, hardest first
     pa.field("lid_lang", pa.string()),                    # language detected in `query`

@@ -248,12 +248,20 @@ class RoundTripFilter:
     `good_rank_mean`, `bad_share`.
 
     Gives each kept query up to `negatives` hard negatives (`negative`: the hardest, `negatives`:
-    all): the passages scored below its own on the raw cosine."""
+    all): the passages scored below its own on the raw cosine.
+
+    `undecided` (low, high): a query ranked below the top k whose likelihood lies in [low, high) is
+    not judged here: it passes, with `round_trip_undecided` holding the verdict the round trip alone
+    would give ("" to keep), for a later judge (the LLM relevance check, synth.queries.RelevanceCheck)."""
 
     name = "round_trip"
 
-    def __init__(self, index: PassageIndex, k: int = 1, negatives: int = 0, min_p_good: float | None = 0.5, min_rows: int = 20):
+    def __init__(
+        self, index: PassageIndex, k: int = 1, negatives: int = 0, min_p_good: float | None = 0.5, min_rows: int = 20,
+        undecided: tuple[float, float] | None = None,
+    ):
         self.index = index
+        self.undecided = undecided
         self.k = k
         self.negatives = negatives
         self.min_p_good = min_p_good
@@ -299,8 +307,13 @@ class RoundTripFilter:
             row["rank"] = rank
             if not np.isnan(p_good[i]):
                 row["round_trip"] = round(float(p_good[i]), 4)
+            verdict = None
             if rank > max_rank[i]:
-                verdicts.append(f"round_trip:rank={rank}>{max_rank[i]}" + (f",p={p_good[i]:.2f}" if not np.isnan(p_good[i]) else ""))
+                verdict = f"round_trip:rank={rank}>{max_rank[i]}" + (f",p={p_good[i]:.2f}" if not np.isnan(p_good[i]) else "")
+            if self.undecided is not None and rank > self.k and self.undecided[0] <= p_good[i] < self.undecided[1]:
+                row["round_trip_undecided"] = verdict or ""  # NaN (no model) compares False: never undecided
+            elif verdict is not None:
+                verdicts.append(verdict)
                 continue
             if self.negatives:
                 mine = scores[own[i]]

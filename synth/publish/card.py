@@ -280,6 +280,11 @@ def _models_section(info: CardInfo, generation: dict) -> str:
         "cost_usd": "generation cost in USD (at --price-input/--price-output per million tokens)",
     }
     lines += [f"- {label}: {generation[key]:,}" for key, label in labels.items() if key in generation]
+    # Second requests after the filters (the queries' LLM relevance check), included in the figures above.
+    for name, stage in (generation.get("stages") or {}).items():
+        heard = ", ".join(f"{key} {value:,}" for key, value in stage.items() if key not in labels and key != "asked")
+        spent = ", ".join(f"{labels[key]} {stage[key]:,}" for key in labels if key in stage)
+        lines.append(f"- of which `{name}` (asked after the filters): {stage.get('asked', 0):,} rows asked ({heard}); {spent}")
     return "## Models\n\n" + "\n".join(lines)
 
 

@@ -7,7 +7,9 @@ Answers come from, in order: an ``--answers`` JSON file of substring matches (an
 ``sampled_answer``, given instead when the request samples, temperature > 0: a model whose greedy
 answer is chatter but whose sampled one is not), the query oracle
 (a search-query prompt of prompts/queries.toml about a UDHR article is answered with queries made
-of that article's words in the asked language: synth.testing.oracles), the UDHR oracle (a prompt
+of that article's words in the asked language: synth.testing.oracles), the relevance oracle (a
+relevance prompt of prompts/relevance.toml about a UDHR passage is answered yes when the query was
+written for that article, no otherwise: an upper bound for a real judge), the UDHR oracle (a prompt
 that contains a whole UDHR article in any shipped language is answered with the English article
 of the same number, so a translation pipeline gets "perfect" translations), and finally
 ``--default-answer``. Latency, a bounded number of serving slots and faults
@@ -37,7 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from synth.data import UDHR_DIR
-from synth.testing.oracles import QueryOracle
+from synth.testing.oracles import QueryOracle, RelevanceOracle, RoundTripOracle
 
 DEFAULT_MODEL = "udhr-oracle"
 FAULT_KINDS = ("500", "429", "malformed", "empty", "hang")
@@ -229,6 +231,8 @@ class FakeOpenAI:
         self.hang_seconds = hang_seconds
         self.oracle = UdhrOracle()
         self.query_oracle = QueryOracle(self.oracle.find)
+        self.relevance_oracle = RelevanceOracle(self.oracle.find)
+        self.round_trip_oracle = RoundTripOracle(self.oracle.find)
         self.stats = Stats()
         # Current counts survive a stats reset (requests in progress still finish); peaks restart from them.
         self.in_flight = 0
@@ -349,6 +353,14 @@ class FakeOpenAI:
         queries = self.query_oracle.answer(prompt)
         if queries is not None:
             return queries
+        # A translation into another language than English (the round trip): the article in that language.
+        round_trip = self.round_trip_oracle.answer(prompt)
+        if round_trip is not None:
+            return round_trip
+        # Before the UDHR oracle: a relevance prompt holds a whole article too.
+        verdict = self.relevance_oracle.answer(prompt)
+        if verdict is not None:
+            return verdict
         english = self.oracle.answer(prompt)
         return english if english is not None else self.default_answer
 
