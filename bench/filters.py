@@ -91,6 +91,40 @@ def sentence_units(codes: set[str]) -> dict:
             for code in codes}
 
 
+def add_faults(rows: list[dict], rng: random.Random, pivot: str, lang: str, same_unit, other_article) -> None:
+    """Gives len(FAULTS) of the batch's rows a fault each (the module docstring lists them).
+    `same_unit(row, code)`: the row's unit (article or sentence) in another language;
+    `other_article()`: a pivot unit of an article not in the batch."""
+    shuffled = []
+    for index, fault in zip(rng.sample(range(len(rows)), len(FAULTS)), FAULTS):
+        row = rows[index]
+        row["fault"] = fault
+        if fault == "wrong_language":
+            row["translation"] = same_unit(row, rng.choice([p for p in PIVOTS if p != pivot] + [CLOSE[lang]]))
+        elif fault == "mislabelled_text":
+            row["text"] = same_unit(row, CLOSE[lang])
+        elif fault == "copy":
+            words = row["text"].split()
+            if rng.random() < 0.5 and len(words) > 3:
+                del words[rng.randrange(len(words))]
+                row["translation"] = " ".join(words).casefold()
+            else:
+                row["translation"] = row["text"]
+        elif fault == "truncation":
+            words = row["translation"].split()
+            row["translation"] = " ".join(words[: max(1, round(len(words) * rng.uniform(0.25, 0.6)))])
+        elif fault == "shuffled":
+            shuffled.append(row)
+        elif fault == "refusal":
+            row["translation"] = rng.choice(REFUSALS[pivot])
+        elif fault == "chatter":
+            row["translation"] = rng.choice(CHATTER).format(row["translation"])
+        elif fault == "other_article":
+            row["translation"] = other_article()
+    first, second = shuffled
+    first["translation"], second["translation"] = second["translation"], first["translation"]
+
+
 def build_batches(langs: list[str], pivots: list[str], rounds: int, seed: int, unit: str = "article") -> list[list[dict]]:
     if unit == "sentence":
         return build_sentence_batches(langs, pivots, rounds, seed)
@@ -108,37 +142,8 @@ def build_batches(langs: list[str], pivots: list[str], rounds: int, seed: int, u
                      "batch": len(batches)}
                     for i in chosen
                 ]
-                faulted = rng.sample(range(BATCH), len(FAULTS))
-                shuffled = []
-                for index, fault in zip(faulted, FAULTS):
-                    row = rows[index]
-                    row["fault"] = fault
-                    i = row["article"] - 1
-                    if fault == "wrong_language":
-                        other = rng.choice([p for p in PIVOTS if p != pivot] + [CLOSE[lang]])
-                        row["translation"] = articles[other][i]
-                    elif fault == "mislabelled_text":
-                        row["text"] = articles[CLOSE[lang]][i]
-                    elif fault == "copy":
-                        words = row["text"].split()
-                        if rng.random() < 0.5 and len(words) > 3:
-                            del words[rng.randrange(len(words))]
-                            row["translation"] = " ".join(words).casefold()
-                        else:
-                            row["translation"] = row["text"]
-                    elif fault == "truncation":
-                        words = row["translation"].split()
-                        row["translation"] = " ".join(words[: max(1, round(len(words) * rng.uniform(0.25, 0.6)))])
-                    elif fault == "shuffled":
-                        shuffled.append(row)
-                    elif fault == "refusal":
-                        row["translation"] = rng.choice(REFUSALS[pivot])
-                    elif fault == "chatter":
-                        row["translation"] = rng.choice(CHATTER).format(row["translation"])
-                    elif fault == "other_article":
-                        row["translation"] = articles[pivot][rng.choice(held_out)]
-                first, second = shuffled
-                first["translation"], second["translation"] = second["translation"], first["translation"]
+                add_faults(rows, rng, pivot, lang, same_unit=lambda row, code: articles[code][row["article"] - 1],
+                           other_article=lambda: articles[pivot][rng.choice(held_out)])
                 batches.append(rows)
     return batches
 
@@ -171,36 +176,10 @@ def build_sentence_batches(langs: list[str], pivots: list[str], rounds: int, see
                      "batch": len(batches)}
                     for key in chosen
                 ]
-                faulted = rng.sample(range(len(rows)), len(FAULTS))
-                shuffled = []
-                for index, fault in zip(faulted, FAULTS):
-                    row, key = rows[index], chosen[index]
-                    row["fault"] = fault
-                    other_unit = lambda code: units[code].get(key) or udhr_articles(code)[key[0]]  # noqa: E731
-                    if fault == "wrong_language":
-                        row["translation"] = other_unit(rng.choice([p for p in PIVOTS if p != pivot] + [CLOSE[lang]]))
-                    elif fault == "mislabelled_text":
-                        row["text"] = other_unit(CLOSE[lang])
-                    elif fault == "copy":
-                        words = row["text"].split()
-                        if rng.random() < 0.5 and len(words) > 3:
-                            del words[rng.randrange(len(words))]
-                            row["translation"] = " ".join(words).casefold()
-                        else:
-                            row["translation"] = row["text"]
-                    elif fault == "truncation":
-                        words = row["translation"].split()
-                        row["translation"] = " ".join(words[: max(1, round(len(words) * rng.uniform(0.25, 0.6)))])
-                    elif fault == "shuffled":
-                        shuffled.append(row)
-                    elif fault == "refusal":
-                        row["translation"] = rng.choice(REFUSALS[pivot])
-                    elif fault == "chatter":
-                        row["translation"] = rng.choice(CHATTER).format(row["translation"])
-                    elif fault == "other_article":
-                        row["translation"] = units[pivot][rng.choice(spare)]
-                first, second = shuffled
-                first["translation"], second["translation"] = second["translation"], first["translation"]
+                keys = {id(row): key for row, key in zip(rows, chosen)}
+                add_faults(rows, rng, pivot, lang,
+                           same_unit=lambda row, code: units[code].get(keys[id(row)]) or udhr_articles(code)[keys[id(row)][0]],
+                           other_article=lambda: units[pivot][rng.choice(spare)])
                 batches.append(rows)
     return batches
 
@@ -234,7 +213,7 @@ class OracleRoundTrip:
         kind, key = found
         return self.articles[row["udhr"]][key] if kind == "a" else self.units[row["udhr"]].get(key)
 
-    def run(self, kept: list[dict]) -> tuple[list[dict], list[dict]]:
+    def run(self, kept: list[dict], rejected: list[dict]) -> tuple[list[dict], list[dict]]:
         from synth.filters.roundtrip import RoundTripStage
 
         stage = RoundTripStage(self.prompt, kept[0]["lang"] if kept else "en", "en", self.mode, self.min_chrf)
@@ -242,7 +221,7 @@ class OracleRoundTrip:
         answers = {index: self.answer(kept[index]) for index, _ in asked}
         for index, _ in asked:
             self.asked[kept[index]["udhr"]] += 1
-        verdicts = stage.judge(kept, answers)
+        verdicts = stage.judge(kept, answers, rejected)
         return ([row for row, v in zip(kept, verdicts) if v is None],
                 [{**row, "reject_stage": "round_trip", "reject_reason": v} for row, v in zip(kept, verdicts) if v is not None])
 
@@ -299,7 +278,7 @@ def run(batches: list[list[dict]], settings: PairFilterSettings, round_trip: Ora
         rows = [dict(row) for row in rows]
         kept, rejected = FilterChain(blocks).run(rows)
         if round_trip is not None:
-            kept, dropped = round_trip.run(kept)
+            kept, dropped = round_trip.run(kept, rejected)
             rejected += dropped
         judged += [{**row, "verdict": None, "stage": None} for row in kept]
         judged += [{**row, "verdict": row["reject_reason"], "stage": row["reject_stage"]} for row in rejected]

@@ -44,10 +44,10 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture, wait
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic.fields import FieldInfo
 
-from synth.cli import validation_message
+from synth.config import validation_message
 from synth.generate.backends import FatalError
 from synth.job import Chunk, ChunkedJob, ChunkResult
 from synth.read import CorpusError
@@ -100,6 +100,13 @@ class RunOptions(BaseModel):
         return DaskTaskRunner(cluster_kwargs={
             "n_workers": self.dask_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": "127.0.0.1:0",
         })
+
+
+# The filter flow sends no request: of the run options, only these apply to it.
+FilterRunOptions = create_model(
+    "FilterRunOptions", __config__=ConfigDict(extra="forbid"),
+    **{name: (field.annotation, field) for name, field in RunOptions.model_fields.items() if name in ("parallel_chunks", "hub_token_secret")},
+)
 
 
 def _no_retry_for_hopeless(task, task_run, state) -> bool:
@@ -251,7 +258,7 @@ def _generation_slots(name: str | None, config: BaseModel) -> tuple[BaseModel, C
 
 
 def _reproduce_command(parameters: dict) -> str:
-    given = json.dumps({name: value for name, value in parameters.items() if value is not None}, sort_keys=True)
+    given = json.dumps({name: value for name, value in parameters.items() if value is not None}, sort_keys=True, default=str)
     if runtime.deployment.name:
         return f"prefect deployment run '{runtime.flow_run.flow_name}/{runtime.deployment.name}' --params {shlex.quote(given)}"
     return f"# Prefect flow {runtime.flow_run.flow_name!r} with parameters {given}"
@@ -353,6 +360,9 @@ def _run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramet
         description=f"Dataset card of {config.out}",
     )
     this_run = stats["run"]
+    evaluation = None
+    if getattr(config, "evaluate", False):  # before the push: the results go with the dataset
+        evaluation = run_evaluation({"dataset": str(config.out), "eval": config.evaluate_on}, lock=False)
     if config.push_to_hub:
         published.hub = job.push(published, this_run["id"])
         create_link_artifact(
@@ -368,7 +378,7 @@ def _run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramet
     )
     return {
         "out": str(config.out), "kept": published.kept_rows, "rejected": published.rejected_rows, "stats": stats,
-        "hub": published.hub.commit_url if published.hub else None,
+        "hub": published.hub.commit_url if published.hub else None, "evaluation": evaluation,
     }
 
 
@@ -435,7 +445,7 @@ class EvaluateRunOptions(BaseModel):
     )
 
 
-def run_evaluation(parameters: dict) -> dict:
+def run_evaluation(parameters: dict, lock: bool = True) -> dict:
     """The body of the evaluate flow: validates, trains and scores (synth.evaluate), and leaves the
     results table, the training progress and the plot's path as artifacts."""
     from synth.config import EvaluateConfig
@@ -460,7 +470,7 @@ def run_evaluation(parameters: dict) -> dict:
             update_progress_artifact(progress_id, 100.0 * done / max(total, 1), description=f"{done} of {total} training steps")
 
     try:
-        results = evaluate(config, Stages(stage=lambda text: logger.info("%s", text), step=step), hub_token=token)
+        results = evaluate(config, Stages(stage=lambda text: logger.info("%s", text), step=step), hub_token=token, lock=lock)
     except EvaluationError as error:
         raise ValueError(str(error)) from None
     columns = metric_columns(results["kind"])

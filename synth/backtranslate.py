@@ -12,6 +12,8 @@ from synth.config import BacktranslateConfig
 from synth.filters.base import FilterChain
 from synth.filters.pairs import card_thresholds, embedder_name, filter_settings, pair_filter_chain, score_columns
 from synth.generate.backends import Completion
+from synth.filters.heuristics import instruction_texts
+from synth.filters.roundtrip import RoundTripStage
 from synth.generate.tasks.backtranslate import BacktranslationPrompt, parse_translation
 from synth.job import Chunk, ChunkedJob, ChunkResult, Request
 from synth.languages import language_name
@@ -31,6 +33,8 @@ BACKTRANSLATION_COLUMNS = [
     ("consistency", "cosine similarity of the two sides' embeddings"),
     ("margin", "ratio margin of that similarity within the batch"),
     ("partner_rank", "the worse of the two retrieval ranks of the pair (1 = best)"),
+    ("null_z", "how far the pair's similarity stands above the chunk's unrelated pairs, in their standard deviations"),
+    ("round_trip_chrf", "chrF of `translation` translated back into `lang` against `text`, where the round trip was asked"),
     ("lid_lang / lid_score / lid_detector / lid_status", "language ID of `translation`"),
     ("text_lid_*", "the same for `text`"),
     ("model / prompt_version / generation_params", "how `translation` was generated"),
@@ -76,11 +80,31 @@ class BacktranslateJob(ChunkedJob):
         }]
 
     def filter_chain(self, chunk: Chunk) -> FilterChain:
-        return pair_filter_chain(self.config)  # the translation is the synthetic side: chatter and truncation are looked for there
+        # The translation is the synthetic side: chatter, truncation and an echo of the prompt are looked for there.
+        c = self.config
+        instructions = instruction_texts(
+            self.prompt.template, source_language=language_name(c.lang), target_language=language_name(c.pivot)
+        )
+        return pair_filter_chain(c, instructions=instructions)
+
+    @property
+    def asks_after_filtering(self) -> bool:
+        c = self.config
+        return c.round_trip == "all" or (c.round_trip == "borderline" and c.embedder != "none")
+
+    def followups(self, chunk: Chunk) -> list:
+        """The round trip (synth.filters.roundtrip) on the pairs the embedding step left undecided, or on all."""
+        if not self.asks_after_filtering:
+            return []
+        c = self.config
+        return [RoundTripStage(self.prompt, c.lang, c.pivot, c.round_trip, c.round_trip_min_chrf)]
 
     def fingerprint_settings(self) -> dict:
         c = self.config
-        return {"prompt": self.prompt.template.__dict__, "lang": c.lang, "pivot": c.pivot, **filter_settings(c)}
+        return {
+            "prompt": self.prompt.template.__dict__, "lang": c.lang, "pivot": c.pivot, **filter_settings(c),
+            "round_trip": c.round_trip, "round_trip_min_chrf": c.round_trip_min_chrf,
+        }
 
     def views(self) -> list[View]:
         c = self.config

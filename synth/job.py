@@ -115,9 +115,10 @@ class FollowupStage(Protocol):
     def is_usable(self, request: Request, text: str) -> bool:
         """Whether an answer says something (else it is retried once, resampled)."""
 
-    def judge(self, rows: list[dict], answers: dict[int, str | None]) -> list[str | None]:
+    def judge(self, rows: list[dict], answers: dict[int, str | None], dropped: list[dict]) -> list[str | None]:
         """One verdict per row, as a filter's (None keeps it); `answers`: row index -> the answer's
-        text (None: no answer, every attempt failed). May add columns to the rows."""
+        text (None: no answer, every attempt failed); `dropped`: the chunk's rows the filters
+        dropped (context: e.g. the other texts an answer may match better). May add columns to the rows."""
 
     @property
     def counts(self) -> dict:
@@ -525,7 +526,7 @@ class ChunkedJob:
                 priority=chunk.index, is_usable=lambda index, text: stage.is_usable(asked[index][1], text), stats=stats,  # noqa: B023
             ) if asked else []
             answers = {index: outcome.completion.text if outcome.completion else None for (index, _), outcome in zip(asked, outcomes)}
-            verdicts = stage.judge(filtered.kept, answers)
+            verdicts = stage.judge(filtered.kept, answers, filtered.rejected)
             kept = [row for row, verdict in zip(filtered.kept, verdicts) if verdict is None]
             dropped = [
                 {**row, "reject_stage": stage.name, "reject_reason": verdict}
@@ -772,15 +773,19 @@ class ChunkedJob:
                 path.unlink(missing_ok=True)
 
     def run(
-        self, on_done: Callable[[int], None] | None = None, command: str | None = None, run_id: str | None = None
+        self, on_done: Callable[[int], None] | None = None, command: str | None = None, run_id: str | None = None,
+        after_publish: Callable[[PublishResult], None] | None = None,
     ) -> tuple[PublishResult, dict]:
-        """The whole job in this process, then the push if `config.push_to_hub` names a repo."""
+        """The whole job in this process, then `after_publish` (an evaluation: its files go with
+        the push), then the push if `config.push_to_hub` names a repo."""
         started = time.time()
         run_id = run_id or new_run_id()
         # Held until the push is done: a second run into the same folder stops at once.
         with self.exclusive(run_id, command):
             results = asyncio.run(self.run_async(on_done))
             published, stats = self.publish(results, started, command, run_id)
+            if after_publish is not None:
+                after_publish(published)
             if self.config.push_to_hub:
                 published.hub = self.push(published, run_id)
         return published, stats

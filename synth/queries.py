@@ -138,7 +138,7 @@ class RelevanceCheck:
     def is_usable(self, request: Request, text: str) -> bool:
         return parse_relevance(text) is not None
 
-    def judge(self, rows: list[dict], answers: dict[int, str | None]) -> list[str | None]:
+    def judge(self, rows: list[dict], answers: dict[int, str | None], dropped: list[dict] = ()) -> list[str | None]:
         self._counts = Counter()
         verdicts = []
         for i, row in enumerate(rows):

@@ -16,6 +16,8 @@ BACKTRANSLATION_FIELDS = [
     pa.field("consistency", pa.float64()),                # cosine of the two sides
     pa.field("margin", pa.float64()),                     # ratio margin within the batch
     pa.field("partner_rank", pa.int64()),                 # worse of the two retrieval ranks (1 = best)
+    pa.field("null_z", pa.float64()),                     # similarity above the chunk's unrelated pairs, in their SDs (worse direction)
+    pa.field("round_trip_chrf", pa.float64()),            # chrF of the translation translated back against `text` (where asked)
     pa.field("lid_lang", pa.string()),                    # language detected in `translation`
     pa.field("lid_score", pa.float64()),
     pa.field("lid_detector", pa.string()),
@@ -76,7 +78,7 @@ QUERY_REJECT_SCHEMA = pa.schema(QUERY_FIELDS + [REJECT_SCHEMA.field("reject_stag
 # source side), `translation` in `pivot_lang` (its target side); neither is known to be synthetic.
 # The columns are the back-translation ones that apply, so both kinds of dataset read alike.
 _PAIR_COLUMNS = {
-    "id", "text", "translation", "lang", "pivot_lang", "source", "line", "consistency", "margin", "partner_rank",
+    "id", "text", "translation", "lang", "pivot_lang", "source", "line", "consistency", "margin", "partner_rank", "null_z",
     "lid_lang", "lid_score", "lid_detector", "lid_status", "text_lid_lang", "text_lid_score", "text_lid_detector",
     "text_lid_status",
 }

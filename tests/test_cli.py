@@ -195,7 +195,7 @@ def test_every_config_field_is_a_cli_option_and_a_flow_parameter_with_the_same_d
     signature = inspect.signature(flow.fn)
     assert set(signature.parameters) == set(fields) | set(RunOptions.model_fields)
     for name in fields:
-        default = signature.parameters[name].default
+        default = flow_default(signature.parameters[name])
         if name in required:
             assert default is inspect.Parameter.empty, name
             continue
@@ -205,5 +205,19 @@ def test_every_config_field_is_a_cli_option_and_a_flow_parameter_with_the_same_d
             continue
         assert getattr(validated(BacktranslateConfig(**required, **{name: default})), name) == getattr(defaults, name), name
     for name, field in RunOptions.model_fields.items():
-        assert signature.parameters[name].default == field.default, name
+        assert flow_default(signature.parameters[name]) == field.default, name
+    # Declared once: the flow's parameter has the field's own type and description.
+    for name, field in fields.items():
+        assert signature.parameters[name].annotation == field.annotation, name
+        assert flow.parameters.properties[name].get("description") == field.description, name
+
+
+def flow_default(parameter: inspect.Parameter):
+    """A flow parameter's default: a derived flow's is the field's pydantic Field (required: empty)."""
+    from pydantic.fields import FieldInfo
+
+    default = parameter.default
+    if isinstance(default, FieldInfo):
+        return inspect.Parameter.empty if default.is_required() else default.get_default(call_default_factory=True)
+    return default
 

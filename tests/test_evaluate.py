@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth.evaluate.dataset import Pairs, _key, without_overlap
+from synth.evaluate.dataset import Pairs, text_key, without_overlap
 from synth.evaluate.metrics import bitext_retrieval, normalized, procrustes, query_retrieval
 from synth.evaluate.run import shuffled
 from synth.testing.udhr_bitext import article_pairs, sentence_pairs, write_tsv
@@ -21,9 +21,6 @@ from synth.testing.udhr_bitext import article_pairs, sentence_pairs, write_tsv
 from conftest import SYNTH_BIN
 
 HELD_OUT = range(6, 30)
-# Enough training for a clear gain in about a minute a training on 2 cores (the defaults, 8 epochs
-# at length 128, take two to three: bench/evaluate.py).
-QUICK_TRAINING = ["--epochs", "4", "--learning-rate", "2e-4", "--max-seq-length", "64"]
 
 
 def synth(*args: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -58,7 +55,8 @@ def bantu(tmp_path_factory: pytest.TempPathFactory, synth_env: dict) -> tuple[Pa
 @pytest.mark.slow
 def test_a_student_trained_on_real_pairs_gains_and_one_trained_on_shuffled_pairs_does_not(bantu, synth_env: dict) -> None:
     dataset, held_out, train = bantu
-    done = synth("evaluate", str(dataset), "--eval", str(held_out), "--ablation", "shuffled", *QUICK_TRAINING, env=synth_env, timeout=900)
+    # The defaults (8 epochs at length 128): about 80 s a training on 2 quiet cores (bench/evaluate.py).
+    done = synth("evaluate", str(dataset), "--eval", str(held_out), "--ablation", "shuffled", env=synth_env, timeout=900)
     assert done.returncode == 0, done.stderr
     results = json.loads((dataset / "eval" / "results.json").read_text(encoding="utf-8"))
 
@@ -68,8 +66,8 @@ def test_a_student_trained_on_real_pairs_gains_and_one_trained_on_shuffled_pairs
     assert evaluation["name"] == "zul-held-out"
     # No leakage: every held-out article whose text (a one-sentence article, or its English) was
     # trained on is left out, and counted.
-    trained = {_key(text) for pair in train for text in pair}
-    leaking = sum(_key(zu) in trained or _key(en) in trained for zu, en in article_pairs("zul", articles=HELD_OUT))
+    trained = {text_key(text) for pair in train for text in pair}
+    leaking = sum(text_key(zu) in trained or text_key(en) in trained for zu, en in article_pairs("zul", articles=HELD_OUT))
     assert leaking > 0 and evaluation["excluded_overlap"] == leaking
     assert evaluation["pairs"] == len(HELD_OUT) - leaking
 
@@ -142,9 +140,107 @@ def test_retrieval_metrics_and_procrustes_on_known_vectors() -> None:
 
 def test_overlap_and_repeats_are_removed_and_counted_and_the_control_moves_every_pair() -> None:
     pairs = Pairs("eval", ["Umuntu.", "Abantu bonke.", "Abantu bonke", "Inkululeko."], ["A person.", "All people.", "All humans.", "Freedom."])
-    cleared = without_overlap(pairs, {_key("FREEDOM")})
+    cleared = without_overlap(pairs, {text_key("FREEDOM")})
     assert cleared.src == ["Umuntu.", "Abantu bonke."]
     assert (cleared.excluded_overlap, cleared.excluded_duplicates) == (1, 1)
     control = shuffled(Pairs("train", [f"s{i}" for i in range(50)], [f"t{i}" for i in range(50)]), seed=0)
     assert sorted(control.tgt) == sorted(f"t{i}" for i in range(50))
     assert all(tgt != f"t{i}" for i, tgt in enumerate(control.tgt))
+
+
+def test_a_dataset_on_the_hub_is_evaluated_by_its_repo_id(bantu, tmp_path: Path, synth_env: dict) -> None:
+    """Pushed to a (local, fake) Hub as a private repo, the dataset is downloaded with the token
+    from HF_TOKEN and evaluated; the results go to --out, and no card is touched."""
+    import secrets
+    import sys
+
+    from synth.testing.fake_hub import FakeHub
+    from test_hub import online_env
+
+    dataset, held_out, train = bantu
+    with FakeHub(token="hf_" + secrets.token_hex(16)) as hub:
+        env = online_env(synth_env, hub, tmp_path / "hf-home", HF_TOKEN=hub.token)
+        # Pushed from another process: this one is offline (huggingface_hub reads that once, at import).
+        pushed = subprocess.run(
+            [sys.executable, "-c", "import os, sys; from pathlib import Path; from synth.publish.hub import push_folder; "
+             "push_folder(Path(sys.argv[1]), sys.argv[2], token=os.environ['HF_TOKEN'], message='test')", str(dataset), "synth-test/bantu-en"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        done = synth(
+            "evaluate", "synth-test/bantu-en", "--eval", str(held_out), "--out", str(tmp_path / "results"),
+            "--epochs", "1", "--max-seq-length", "32", env=env,
+        )
+        missing = synth("evaluate", "synth-test/no-such-repo", "--eval", str(held_out), env=env)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "results" / "results.json").read_text(encoding="utf-8"))
+    assert results["dataset"] == "synth-test/bantu-en" and results["train_pairs"] == len(train)
+    assert "results:" in flat(done.stderr) and "Evaluation section" not in flat(done.stderr)
+    assert missing.returncode == 2 and "synth-test/no-such-repo: no such dataset on the Hub" in flat(missing.stderr)
+
+
+def test_a_queries_dataset_is_scored_by_query_to_passage_recall(tmp_path: Path, synth_env: dict) -> None:
+    """English questions for Zulu UDHR articles from the test server, 10 passages held out (the
+    split goes by passage, so no held-out passage was trained on): recall@10 and MRR@10."""
+    from synth.data import udhr_path
+    from synth.testing.server_process import start_server
+
+    out = tmp_path / "zu-en-queries"
+    with start_server() as server:
+        made = synth(
+            "queries", str(udhr_path("zul")), "--lang", "zu", "--query-lang", "en", "--kinds", "question,keyword",
+            "--out", str(out), "--base-url", server.base_url, "--model", "udhr-oracle", "--embedder", "none",
+            "--lid-detectors", "none", "--splits", "test=10", env=synth_env,
+        )
+    assert made.returncode == 0, made.stderr
+    done = synth("evaluate", str(out), "--epochs", "1", "--max-seq-length", "64", env=synth_env)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "eval" / "results.json").read_text(encoding="utf-8"))
+    assert results["kind"] == "queries" and (results["lang"], results["pivot_lang"]) == ("zu", "en")
+    [test] = results["eval"]
+    assert test["name"] == "test" and test["excluded_overlap"] == 0 and test["pairs"] >= 10
+    for method in ("base", "procrustes", "finetuned"):
+        assert set(test[method]) == {"recall_at_10", "mrr_at_10"}
+        assert 0 < test[method]["mrr_at_10"] <= test[method]["recall_at_10"] <= 1
+    assert "recall@10" in flat(done.stderr)
+
+
+def test_backtranslate_with_evaluate_publishes_then_evaluates_in_one_run(tmp_path: Path, synth_env: dict) -> None:
+    """`--evaluate`: the evaluation runs on what the job just published, inside the same run (the
+    dataset's lock held), and its results are in the card."""
+    from synth.data import udhr_path
+    from synth.testing.server_process import start_server
+
+    out = tmp_path / "zu-en"
+    with start_server() as server:
+        done = synth(
+            "backtranslate", str(udhr_path("zul")), "--lang", "zu", "--out", str(out), "--base-url", server.base_url,
+            "--model", "udhr-oracle", "--embedder", "none", "--lid-detectors", "none", "--max-words", "off",
+            "--min-terminal-punctuation", "off", "--splits", "test=8", "--evaluate", env=synth_env, timeout=900,
+        )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "eval" / "results.json").read_text(encoding="utf-8"))
+    [test] = results["eval"]
+    assert test["name"] == "test" and test["pairs"] + test["excluded_duplicates"] + test["excluded_overlap"] == 8
+    assert results["train_pairs"] >= 18  # the oracle's answers are the real English articles
+    assert "## Evaluation" in (out / "README.md").read_text(encoding="utf-8")
+    assert "fine-tuned" in flat(done.stderr) and f"kept {results['train_pairs'] + 8} pairs" in flat(done.stderr)
+
+
+def test_the_rejects_ablation_trains_on_kept_and_rejected_pairs_but_never_on_held_out_texts(bantu, tmp_path: Path, synth_env: dict) -> None:
+    _, held_out, train = bantu
+    # Long sentences rejected (too long), so the dataset has rejects; and one rejected pair is a
+    # held-out Zulu article itself, which must stay out of the ablation's training.
+    leaking = article_pairs("zul", articles=[29])
+    dataset = publish_pairs(train + leaking, tmp_path / "with-rejects", synth_env, "--max-chars", "150", "--splits", "train")
+    import pyarrow.parquet as pq
+
+    rejected = [row for path in sorted((dataset / "rejects").glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+    assert leaking[0][0] in {row["text"] for row in rejected}
+    done = synth("evaluate", str(dataset), "--eval", str(held_out), "--ablation", "rejects", "--epochs", "1", "--max-seq-length", "32", env=synth_env)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((dataset / "eval" / "results.json").read_text(encoding="utf-8"))
+    assert results["train_pairs"] == len(train) + 1 - len(rejected)
+    assert results["rejects_left_out"] >= 1 and results["rejects_added"] + results["rejects_left_out"] == len(rejected)
+    assert set(results["eval"][0]) >= {"base", "procrustes", "finetuned", "finetuned_with_rejects"}
+    assert "fine-tuned on kept + rejected" in flat(done.stderr)

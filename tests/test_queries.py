@@ -253,5 +253,8 @@ def test_config_cli_and_flow_take_the_same_parameters_and_defaults(prefect_home)
     signature = inspect.signature(flows.queries.fn)
     assert set(signature.parameters) == set(fields) | set(RunOptions.model_fields)
     # None stands for the config's default where a field cannot be None (kinds, base_url, ...).
-    given = {name: p.default for name, p in signature.parameters.items() if name in fields and p.default not in (None, p.empty)}
+    from test_cli import flow_default
+
+    defaults_given = {name: flow_default(p) for name, p in signature.parameters.items() if name in fields}
+    given = {name: value for name, value in defaults_given.items() if value not in (None, inspect.Parameter.empty)}
     assert validated(QueriesConfig(**required, **given)) == defaults

@@ -47,10 +47,10 @@ class Pairs:
         return len(self.src)
 
     def texts(self) -> set[str]:
-        return {_key(text) for text in (*self.src, *self.tgt)}
+        return {text_key(text) for text in (*self.src, *self.tgt)}
 
 
-def _key(text: str) -> str:
+def text_key(text: str) -> str:
     """Texts compare case, spacing and punctuation aside (as synth's exact dedup does)."""
     return re.sub(r"[\W_]+", " ", text.casefold()).strip()
 
@@ -225,7 +225,7 @@ def without_overlap(pairs: Pairs, seen: set[str]) -> Pairs:
     overlap = duplicates = 0
     used_src, used_tgt = set(), set()
     for src, tgt in zip(pairs.src, pairs.tgt):
-        s, t = _key(src), _key(tgt)
+        s, t = text_key(src), text_key(tgt)
         if s in seen or t in seen:
             overlap += 1
         elif s in used_src or t in used_tgt:
@@ -246,7 +246,7 @@ def queries_without_overlap(pairs: Pairs, seen: set[str]) -> Pairs:
     overlap = duplicates = 0
     used = set()
     for src, tgt in zip(pairs.src, pairs.tgt):
-        s, t = _key(src), _key(tgt)
+        s, t = text_key(src), text_key(tgt)
         if s in seen or t in seen:
             overlap += 1
         elif t in used:

@@ -24,6 +24,7 @@ from synth.evaluate.dataset import (
     EvaluationError,
     Pairs,
     PublishedDataset,
+    text_key,
     queries_without_overlap,
     read_eval_set,
     without_overlap,
@@ -43,26 +44,40 @@ class Progress:
     step: Callable[[int, int], None] = lambda done, total: None
 
 
-def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token: str | None = None) -> dict:
+def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token: str | None = None, lock: bool = True) -> dict:
     """Runs the evaluation, writes results.json and retrieval.png (and the card's section); returns
-    the results. `hub_token` (else the variable `config.hub_token_env` names) reads a private Hub dataset."""
+    the results. `hub_token` (else the variable `config.hub_token_env` names) reads a private Hub
+    dataset. The writing into a local dataset folder holds its lock, as a job's publish does (one
+    writer at a time; evaluations of one dataset may train side by side); `lock=False` for a
+    caller that holds it already (a job evaluating what it just published)."""
     from synth.evaluate import report
+    from synth.runlock import OutputError, RunLock
 
     progress = progress or Progress()
+    results, dataset = _evaluate(config, progress, hub_token)
+    progress.stage("writing the results")
+    if not (lock and config.is_local):
+        report.write(results, config, dataset)
+        return results
+    work = dataset.folder / ".synth"
+    try:
+        work.mkdir(exist_ok=True)
+        with RunLock(work, f"the dataset folder {dataset.folder}").acquire(command=f"synth evaluate {config.dataset}"):
+            report.write(results, config, dataset)
+    except OutputError as error:
+        raise EvaluationError(f"{error} (the results were not written)") from None
+    return results
+
+
+def _evaluate(config: EvaluateConfig, progress: Progress, hub_token: str | None) -> tuple[dict, PublishedDataset]:
     started = time.perf_counter()
     progress.stage("reading the dataset")
     dataset = PublishedDataset.open(config.dataset, hub_token or os.environ.get(config.hub_token_env) or None)
     train_pairs = dataset.pairs("train")
     variants = {"finetuned": train_pairs}
-    if "rejects" in config.ablation:
-        rejects = dataset.rejected_pairs()
-        if not len(rejects):
-            log.warning("--ablation rejects: the dataset has no rejected pair with both sides; that ablation is left out")
-        else:
-            variants["finetuned_with_rejects"] = Pairs("kept+rejects", train_pairs.src + rejects.src, train_pairs.tgt + rejects.tgt)
     if "shuffled" in config.ablation:
         variants["finetuned_shuffled"] = shuffled(train_pairs, config.seed)
-    trained_texts = set().union(*(pairs.texts() for pairs in variants.values()))
+    trained_texts = train_pairs.texts()  # the shuffled control holds the same texts
 
     clear = queries_without_overlap if dataset.kind == QUERIES else without_overlap
     eval_sets = []
@@ -78,6 +93,20 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token
             )
             continue
         eval_sets.append(cleared)
+    rejects_left_out = 0
+    if "rejects" in config.ablation and eval_sets:
+        # Rejects are not split (a rejected query of a held-out passage is in `rejects`): those that
+        # share a text with an evaluation set stay out of the ablation's training, never in it.
+        held_out = set().union(*(pairs.texts() for pairs in eval_sets))
+        rejects = dataset.rejected_pairs()
+        kept = [(s, t) for s, t in zip(rejects.src, rejects.tgt) if not {text_key(s), text_key(t)} & held_out]
+        rejects_left_out = len(rejects) - len(kept)
+        if not kept:
+            log.warning("--ablation rejects: the dataset has no rejected pair with both sides (apart from held-out texts); that ablation is left out")
+        else:
+            variants["finetuned_with_rejects"] = Pairs(
+                "kept+rejects", train_pairs.src + [s for s, _ in kept], train_pairs.tgt + [t for _, t in kept]
+            )
     if not eval_sets:
         raise EvaluationError(
             f"{dataset.name}: no evaluation set with at least {MIN_EVAL_PAIRS} pairs: the dataset's test split is "
@@ -140,6 +169,8 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token
             "max_seq_length": config.max_seq_length, "seed": config.seed, "device": device,
         },
         "train_pairs": len(train_pairs),
+        **({"rejects_added": len(variants["finetuned_with_rejects"]) - len(train_pairs), "rejects_left_out": rejects_left_out}
+           if "finetuned_with_rejects" in variants else {}),
         "training": training,
         "seconds": round(time.perf_counter() - started, 1),
         # Where the time went: reading (and downloading) and loading the student, the base and Procrustes scores, training, scoring the students.
@@ -150,9 +181,7 @@ def evaluate(config: EvaluateConfig, progress: Progress | None = None, hub_token
             for pairs in eval_sets
         ],
     }
-    progress.stage("writing the results")
-    report.write(results, config, dataset)
-    return results
+    return results, dataset
 
 
 def _scorer(kind: str) -> Callable[[np.ndarray, np.ndarray, Pairs], dict]:

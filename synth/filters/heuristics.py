@@ -60,26 +60,37 @@ class EmptyAnswerFilter:
         return [None if (row.get("translation") or "").strip() else "empty_translation" for row in rows]
 
 
-class RefusalFilter:
-    """A side holding a refusal or chatter ("Here is the translation:") that its partner does not."""
-
-    name = "refusal"
+class SideFilter:
+    """A filter that suspects each of `sides` in turn (the synthetic one by default), judged
+    against its partner: the row is dropped for the first side `judge_side` gives a reason for."""
 
     def __init__(self, sides: tuple[str, ...] = ("translation",)):
         self.sides = sides
+
+    def judge_side(self, side: str, text: str, partner: str) -> str | None:
+        raise NotImplementedError
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         verdicts = []
         for row in rows:
             verdict = None
             for side in self.sides:
-                other = row["text"] if side == "translation" else row["translation"]
-                match = REFUSAL.search(row[side])
-                if match and not REFUSAL.search(other):
-                    verdict = f"refusal:{match.group(0).strip()[:40]}"
+                partner = row["text"] if side == "translation" else row["translation"]
+                verdict = self.judge_side(side, row[side], partner)
+                if verdict:
                     break
             verdicts.append(verdict)
         return verdicts
+
+
+class RefusalFilter(SideFilter):
+    """A side holding a refusal or chatter ("Here is the translation:") that its partner does not."""
+
+    name = "refusal"
+
+    def judge_side(self, side: str, text: str, partner: str) -> str | None:
+        match = REFUSAL.search(text)
+        return f"refusal:{match.group(0).strip()[:40]}" if match and not REFUSAL.search(partner) else None
 
 
 class CopyFilter:
@@ -317,27 +328,15 @@ def ends_sentence(text: str) -> bool:
     return bool(text) and text[-1] in TERMINAL_PUNCTUATION
 
 
-class TruncationFilter:
+class TruncationFilter(SideFilter):
     """A side that stops mid-sentence where its partner ends one: an answer cut off by the token
     limit, a segment split badly. Only `sides` are suspected (the synthetic one by default): a
     human-written side missing its full stop is not a truncation."""
 
     name = "truncation"
 
-    def __init__(self, sides: tuple[str, ...] = ("translation",)):
-        self.sides = sides
-
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        verdicts = []
-        for row in rows:
-            verdict = None
-            for side in self.sides:
-                other = row["text"] if side == "translation" else row["translation"]
-                if ends_sentence(other) and not ends_sentence(row[side]):
-                    verdict = f"truncation:{side}"
-                    break
-            verdicts.append(verdict)
-        return verdicts
+    def judge_side(self, side: str, text: str, partner: str) -> str | None:
+        return f"truncation:{side}" if ends_sentence(partner) and not ends_sentence(text) else None
 
 
 _ECHO_WORD = re.compile(r"\w+", re.U)
@@ -348,7 +347,7 @@ def _trigrams(text: str) -> list[tuple[str, ...]]:
     return list(zip(words, words[1:], words[2:]))
 
 
-class PromptEchoFilter:
+class PromptEchoFilter(SideFilter):
     """An answer that repeats the prompt's instructions (the system prompt or the user message
     around the text, word for word or nearly) instead of translating: the share of its word
     trigrams found in the instructions is at least `max_share` (0.5). A side whose partner holds
@@ -362,26 +361,17 @@ class PromptEchoFilter:
     name = "prompt_echo"
 
     def __init__(self, instructions: list[str], max_share: float = 0.5, sides: tuple[str, ...] = ("translation",)):
+        super().__init__(sides)
         self.max_share = max_share
-        self.sides = sides
         self.grams = {gram for text in instructions for gram in _trigrams(text)}
 
     def share(self, text: str) -> float:
         grams = _trigrams(text)
         return sum(gram in self.grams for gram in grams) / len(grams) if grams else 0.0
 
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        verdicts = []
-        for row in rows:
-            verdict = None
-            for side in self.sides:
-                other = row["text"] if side == "translation" else row["translation"]
-                share = self.share(row[side] or "")
-                if share >= self.max_share and self.share(other or "") < self.max_share:
-                    verdict = f"prompt_echo:{side}={share:.2f}"
-                    break
-            verdicts.append(verdict)
-        return verdicts
+    def judge_side(self, side: str, text: str, partner: str) -> str | None:
+        share = self.share(text or "")
+        return f"prompt_echo:{side}={share:.2f}" if share >= self.max_share and self.share(partner or "") < self.max_share else None
 
 
 def instruction_texts(template, **names: str) -> list[str]:

@@ -229,6 +229,9 @@ def _thresholds_section(thresholds: dict, plot: str | None, funnel: dict) -> str
     for steps in funnel.values():
         for step in steps:
             for name, d in (step.get("derived") or {}).items():
+                if name == "paragraphs":  # the heuristics' rule: which pairs were judged per sentence
+                    rows.append(f"| `{step['step']}` rule | per sentence for {d.get('sum', 0):g} pairs of paragraphs (several sentences a side); OpusFilter's sentence rule for the other pairs |")
+                    continue
                 value = f"{d['min']:g}" if d["min"] == d["max"] else f"{d['min']:g} to {d['max']:g}"
                 rows.append(f"| `{name}` (derived per chunk) | {value} over {d['batches']} chunk{'s' if d['batches'] != 1 else ''} |")
     text = "## Thresholds\n\n| threshold | value |\n|---|---|\n" + "\n".join(rows)
