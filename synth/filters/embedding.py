@@ -82,7 +82,8 @@ class SentenceTransformerEmbedder:
     """Any sentence-transformers model, by Hub name (e.g. sentence-transformers/LaBSE, the natural
     production choice where the Hub is reachable) or local path."""
 
-    def __init__(self, name_or_path: str, device: str = "cpu"):
+    def __init__(self, name_or_path: str, device: str | None = None):
+        """`device` None: the GPU when torch sees one (the embedder must keep up with the LLM), else the CPU."""
         check_embedder(name_or_path)  # before the slow import, and with a clearer message offline
         from sentence_transformers import SentenceTransformer  # slow import (15 s): only when asked for
 
@@ -96,7 +97,9 @@ class SentenceTransformerEmbedder:
             ) from error
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=32)
+        # A GPU takes large batches at no cost in latency; on a CPU small ones keep the padding down.
+        batch_size = 256 if self._model.device.type == "cuda" else 32
+        return self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=batch_size)
 
 
 def check_embedder(spec: str) -> None:
