@@ -30,6 +30,28 @@ app = typer.Typer(help="Training pairs for low-resource languages from monolingu
 console = Console(stderr=True)
 
 
+def synth_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("synth")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"synth {synth_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print synth's version and exit")] = False,
+) -> None:
+    """Training pairs for low-resource languages from monolingual text."""
+
+
 def _fail(message: str, code: int = 2) -> None:
     from synth.redact import scrub
 
@@ -763,9 +785,15 @@ def languages(
     except ValueError as error:
         _fail(str(error))
     columns = ["lang", "name", *names, "chosen", "script"]
+    from synth.languages import UnknownLanguageError
+
+    try:
+        coverage = identifier.coverage(lang or None)
+    except UnknownLanguageError as error:
+        _fail(str(error))
     rows = [
         [row["lang"], row["name"], *("yes" if row[n] else "-" for n in names), row["chosen"] or "unverified", row["script"] or "?"]
-        for row in identifier.coverage(lang or None)
+        for row in coverage
     ]
     if markdown:
         print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))

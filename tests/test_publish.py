@@ -212,7 +212,12 @@ def test_splits_are_the_same_in_every_config_and_stable_as_the_corpus_grows(tmp_
     grown = _publish(tmp_path / "c", [small, large], [], card, splits=spec)
 
     before, after = splits_of(tmp_path / "a"), splits_of(tmp_path / "c")
-    assert {row_id: after[row_id] for row_id in before} == before
+    # Fixed fraction cuts, except where a small dataset's floor (MIN_HELD_OUT_ROWS) moved one up:
+    # a record then only ever moves towards train (validation -> test -> train), never out of it.
+    order = ["validation", "test", "train"]
+    assert all(order.index(after[row_id]) >= order.index(split) for row_id, split in before.items())
+    assert sum(after[row_id] == split for row_id, split in before.items()) >= 290
+    assert all(after[row_id] == "train" for row_id, split in before.items() if split == "train")
     assert grown.config("default").rows == grown.config("pairs").rows == grown.config("translation").rows
     rows = grown.config("default").rows
     assert sum(rows.values()) == 600 and 30 <= rows["validation"] <= 90 and 30 <= rows["test"] <= 90
@@ -233,6 +238,21 @@ def test_split_sizes_in_records_only_ever_move_records_towards_train(tmp_path, c
 
     old_train = ids(tmp_path / "a", "train")
     assert not (ids(tmp_path / "b", "validation") | ids(tmp_path / "b", "test")) & old_train
+
+
+@pytest.mark.parametrize(("records", "held_out"), [(24, 2), (200, 20), (1000, 50)])
+def test_small_datasets_get_usable_held_out_splits(records, held_out):
+    """1% of 1,000 rows is 10: each held-out split given as a fraction gets at least
+    MIN_HELD_OUT_ROWS (50) records, or a tenth of the records when that is fewer."""
+    from collections import Counter
+
+    from synth.publish.views import positions
+
+    splits = Splits.parse("train=0.98,validation=0.01,test=0.01")
+    keys = [f"record-{i}" for i in range(records)]
+    counts = Counter(splits.assign(keys, splits.cut_points(positions(keys))))
+    assert counts["validation"] == counts["test"] == held_out
+    assert counts["train"] == records - 2 * held_out
 
 
 def test_tiny_dataset_declares_only_the_splits_it_has(tmp_path, card):
@@ -283,6 +303,8 @@ def test_pairs_view_leaves_out_rows_missing_a_side(tmp_path, card):
         ("test=0.1,test=0.2", "given twice"),
         ("validation=0", "at least 1"),
         ("validation=1.5", "between 0 and 1"),
+        ("train=2", "train=2 alone"),  # issue 14: was silently ignored (everything in train)
+        ("train=0.5", "train=0.5 alone"),
     ],
 )
 def test_bad_split_specs_say_what_is_wrong(spec, message):

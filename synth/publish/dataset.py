@@ -37,7 +37,7 @@ from synth.publish.atomic import (
 from synth.publish.card import CardInfo, PublishedConfig, render_card
 from synth.redact import scrub
 from synth.publish.hub import HubPush
-from synth.publish.views import DEFAULT_SPLITS, TRAIN, Splits, View, positions
+from synth.publish.views import DEFAULT_SPLITS, MIN_HELD_OUT_ROWS, TRAIN, Splits, View, positions
 
 DEFAULT_FOLDER = "data"
 REJECTS = "rejects"
@@ -164,9 +164,13 @@ def _split_rule(splits: Splits, key: str) -> str:
         f"Records are split by the first 8 bytes of sha256(`{key}`) ({sizes}, `train` the rest), the same "
         f"way in every config: a record lands in the same split on every rerun"
     )
-    if splits.needs_all_keys:
+    if any(isinstance(size, int) for _, size in splits.held_out):
         return rule + "; as the corpus grows a record can only move towards `train`, never out of it."
-    return rule + " and as the corpus grows."
+    return rule + (
+        f". A held-out split gets at least {MIN_HELD_OUT_ROWS} records (a tenth of the records in a dataset of fewer "
+        f"than {MIN_HELD_OUT_ROWS * 10}), its cut moved up to the lowest records where its fraction gives fewer; as the "
+        "corpus grows a record can then only move towards `train`."
+    )
 
 
 def _all_positions(parts: Sequence[Path], key: str) -> np.ndarray:

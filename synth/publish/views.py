@@ -16,6 +16,9 @@ import pyarrow.compute as pc
 
 TRAIN = "train"
 DEFAULT_SPLITS = "train=0.98,validation=0.01,test=0.01"
+# A held-out split given as a fraction gets at least this many records (or a tenth of the records,
+# if fewer): 1% of 2,000 pairs is 20, too few to validate on.
+MIN_HELD_OUT_ROWS = 50
 _HASH_SPACE = 2**64
 
 
@@ -121,6 +124,13 @@ class Splits:
                 raise SplitSpecError(f"split {name!r} is given twice")
             sizes[name] = _size(name, size) if size else None
         train = sizes.pop(TRAIN, None)
+        if train is not None and not sizes:
+            # `train=0.5` or `train=2` alone would hold nothing out and train on everything: say so.
+            raise SplitSpecError(
+                f"train={train:g} alone: train takes every record not held out, so its size cannot be set by "
+                "itself; give the held-out splits instead (validation=0.01,test=0.01 or validation=500,test=500), "
+                "or 'train' for no held-out split"
+            )
         for name, size in sizes.items():
             if size is None:
                 raise SplitSpecError(f"split {name!r} needs a size: {name}=0.01 (a fraction) or {name}=500 (records)")
@@ -147,17 +157,32 @@ class Splits:
 
     @property
     def needs_all_keys(self) -> bool:
-        return any(isinstance(size, int) for _, size in self.held_out)
+        # Counts need every key; so do fractions, for the floor of small datasets (min_held_out).
+        return bool(self.held_out)
+
+    @staticmethod
+    def min_held_out(records: int) -> int:
+        """The fewest records a fraction-sized held-out split gets: MIN_HELD_OUT_ROWS, or a tenth
+        of the records when that is fewer (so that train always keeps most of a small dataset)."""
+        return min(MIN_HELD_OUT_ROWS, records // 10)
 
     def cut_points(self, all_positions: np.ndarray | None = None) -> np.ndarray:
-        """The exclusive upper bound of each held-out split's positions. `all_positions` (every
-        record's `positions()`) is needed only when the sizes are counts."""
-        if self.needs_all_keys:
-            ordered = np.sort(all_positions)
+        """The exclusive upper bound of each held-out split's positions, from every record's
+        `positions()`. Counts: the N lowest records. Fractions: the fixed cut of each fraction,
+        moved up where needed so that each held-out split gets at least `min_held_out` records."""
+        ordered = np.sort(all_positions) if all_positions is not None else np.array([], dtype=np.uint64)
+        if any(isinstance(size, int) for _, size in self.held_out):
             bounds = np.cumsum([size for _, size in self.held_out])
             return np.array([ordered[b] if b < len(ordered) else _HASH_SPACE - 1 for b in bounds], dtype=np.uint64)
-        bounds = np.cumsum([size for _, size in self.held_out])
-        return np.array([min(int(b * _HASH_SPACE), _HASH_SPACE - 1) for b in bounds], dtype=np.uint64)
+        floor = self.min_held_out(len(ordered))
+        cuts, below = [], 0
+        for bound in np.cumsum([size for _, size in self.held_out]):
+            cut = min(int(bound * _HASH_SPACE), _HASH_SPACE - 1)
+            if floor and below + floor < len(ordered):
+                cut = max(cut, int(ordered[below + floor]))
+            cuts.append(cut)
+            below = int(np.searchsorted(ordered, np.uint64(cut), side="left"))
+        return np.array(cuts, dtype=np.uint64)
 
     def assign(self, keys: pa.Array | pa.ChunkedArray | Iterable[str], cuts: np.ndarray) -> list[str]:
         """The split of each key."""
