@@ -166,9 +166,17 @@ def build_sentence_batches(langs: list[str], pivots: list[str], rounds: int, see
                 for key in aligned:
                     if key[0] not in held_out:
                         by_article[key[0]].append(key)
-                chosen = [rng.choice(keys) for _, keys in sorted(by_article.items())]
+                # One sentence per article first, then more from the same articles until the batch
+                # is full: a language whose articles seldom split into as many sentences as the
+                # pivot's (Wolof, Yoruba) would otherwise get batches of 13-15 pairs, 9 of them
+                # faulty, that are too small for margins (a chunk of a real run holds 256).
+                pools = {article: rng.sample(keys, len(keys)) for article, keys in sorted(by_article.items())}
+                chosen = [keys.pop() for keys in pools.values()]
                 rng.shuffle(chosen)
                 chosen = chosen[:BATCH]
+                rest = [key for keys in pools.values() for key in keys]
+                chosen += rng.sample(rest, min(len(rest), BATCH - len(chosen)))
+                rng.shuffle(chosen)
                 spare = [key for key in units[pivot] if key[0] in held_out]
                 rows = [
                     {"text": units[lang][key], "translation": units[pivot][key], "lang": normalize_language(lang),

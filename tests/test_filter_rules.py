@@ -121,6 +121,18 @@ def test_a_borderline_pair_is_decided_by_its_round_trip(embedder):
     assert WO[0] not in survivors and WO[29] not in survivors
 
 
+def test_the_band_is_bounded_below_by_the_absolute_score_not_the_margin():
+    from synth.filters.embedding import undecided
+
+    # A good pair of a language the embedder barely knows, in a chunk of related texts: its margin
+    # is low (its neighbours are close) but it stands above the average unrelated pair: undecided.
+    assert undecided({"margin": 0.2, "null_z": 0.8}, 0.9, 2.5)
+    # No better than the average unrelated pair: clearly bad, whatever its margin.
+    assert not undecided({"margin": 1.2, "null_z": -0.3}, 0.9, 2.5)
+    # Clearly good: margin at the cut and beyond chance.
+    assert not undecided({"margin": 1.2, "null_z": 3.0}, 0.9, 2.5)
+
+
 def test_chrf_is_sacrebleus():
     assert chrf(WO[3], WO[3]) == 100.0
     assert chrf(WO[4], WO[3]) < 40.0

@@ -158,6 +158,12 @@ def test_terminal_punctuation_and_truncation():
     assert verdicts(truncation, [pair(ZU[4], cut), pair(ZU[4], EN[4]), pair(AM[2].replace("።", "፡፡"), EN[2])]) == [
         "truncation:translation", None, None,
     ]
+    # A sentence splitter ends a unit at a semicolon: a clause that ends with one is complete
+    # (UDHR 18 split so: "... conscience and religion;"), a cut one still is not.
+    clause = EN[17].split(";")[0] + ";"
+    assert verdicts(truncation, [pair(ZU[17].split(". ")[0] + ".", clause), pair(ZU[17], clause[:-1])]) == [
+        None, "truncation:translation",
+    ]
 
 
 def test_script_check():
