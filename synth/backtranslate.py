@@ -99,6 +99,12 @@ class BacktranslateJob(ChunkedJob):
         c = self.config
         return [RoundTripStage(self.prompt, c.lang, c.pivot, c.round_trip, c.round_trip_min_chrf)]
 
+    def uncounted_requests(self) -> list[str]:
+        if not self.asks_after_filtering:
+            return []
+        which = "every pair the filters keep" if self.config.round_trip == "all" else "the pairs the embedding step cannot decide"
+        return [f"the round trip's requests (--round-trip {self.config.round_trip}): one for {which}, decided after the filters"]
+
     def fingerprint_settings(self) -> dict:
         c = self.config
         return {

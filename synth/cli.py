@@ -1,5 +1,7 @@
 """The `synth` command."""
 
+import contextlib
+import dataclasses
 import errno
 import functools
 import inspect
@@ -24,19 +26,12 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from synth import synth_version
+from synth.progress import JsonFormatter, RunProgress, TextFormatter, _duration
 from synth.config import BacktranslateConfig, EvaluateConfig, FilterConfig, JobConfig, QueriesConfig, validation_message
 
 app = typer.Typer(help="Training pairs for low-resource languages from monolingual text.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
-
-
-def synth_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("synth")
-    except PackageNotFoundError:  # a checkout that was never installed
-        return "unknown"
 
 
 def _print_version(value: bool) -> None:
@@ -226,13 +221,30 @@ def declared_command(name: str, model: type, help: str, panels_note: str = "") -
 
     def register(run: Callable) -> Callable:
         def command(**values) -> None:
+            job_file = values.pop("config", None)
             try:
-                config = config_from_options(model, values)
+                if job_file is None:
+                    config = config_from_options(model, values)
+                else:  # the file's settings under the flags given on the command line
+                    from synth.jobfile import JobFileError, load_job_file
+
+                    try:
+                        settings = load_job_file(job_file, model)
+                    except JobFileError as error:
+                        _fail(str(error))
+                    config = model(**{**settings, **declared_values(model, values)})
             except ValidationError as error:
                 _fail(validation_message(error))
             run(config)
 
-        command.__signature__ = inspect.Signature(declared_options(model))
+        parameters = declared_options(model)
+        # A job file may give the arguments too: with --config they are optional.
+        parameters = [p.replace(default=None) if p.default is inspect.Parameter.empty else p for p in parameters]
+        job_file = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], typer.Option(
+            "--config", metavar="JOB.yaml", rich_help_panel="Run",
+            help="A job file (YAML or TOML) of this command's settings, keys named as the flags; a flag given here wins over the file",
+        )])
+        command.__signature__ = inspect.Signature([*parameters, job_file])
         command.__name__ = name
         command.__doc__ = help
         app.command(name, help=help + panels_note)(command)
@@ -242,8 +254,8 @@ def declared_command(name: str, model: type, help: str, panels_note: str = "") -
 
 
 def job_options(
-    corpus: Annotated[list[str], typer.Argument(help="Corpus files or globs: .txt (a segment per line), .jsonl, .csv/.tsv, .parquet, or a Hugging Face dataset folder")],
-    lang: Annotated[str, typer.Option(help="Language of the corpus, ISO 639-1/3 (the authentic side)")],
+    corpus: Annotated[Optional[list[str]], typer.Argument(help="Corpus files or globs: .txt (a segment per line), .jsonl, .csv/.tsv, .parquet, or a Hugging Face dataset folder (required, here or in the job file)", show_default=False)] = None,
+    lang: Annotated[Optional[str], typer.Option(help="Language of the corpus, ISO 639-1/3 (the authentic side; required, here or in the job file)")] = None,
     base_url: Annotated[Optional[list[str]], typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (repeat for several); none = in-process default model")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name on the endpoint; without --base-url, a local model folder or .gguf")] = None,
     backend: Annotated[str, typer.Option(help="auto (openai with --base-url, else transformers), openai, transformers, or vllm (vllm.LLM in this process, on a GPU; see docs/vllm.md)")] = "auto",
@@ -256,9 +268,9 @@ def job_options(
     limit: Annotated[Optional[int], typer.Option(help="Stop after this many segments")] = None,
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once")] = 32,
     chunk_size: Annotated[int, typer.Option(help="Records per chunk")] = 256,
-    max_tokens: Annotated[int, typer.Option()] = 256,
-    temperature: Annotated[float, typer.Option()] = 0.0,
-    top_p: Annotated[float, typer.Option()] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens an answer may have (part of the cache key)")] = 256,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (part of the cache key)")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling (part of the cache key)")] = 1.0,
     request_timeout: Annotated[float, typer.Option(help="Seconds per request")] = 120.0,
     max_attempts: Annotated[int, typer.Option(help="Attempts per request (retries on 429/5xx/timeouts/malformed answers)")] = 10,
     max_answer_bytes: Annotated[int, typer.Option(help="Largest answer accepted, in bytes after decompression; a larger one fails as generation_failed:too_large")] = 1 << 20,
@@ -270,7 +282,7 @@ def job_options(
     prompt_file: Annotated[Optional[str], typer.Option(help="Another prompt template (TOML)")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Generation cache folder (default OUT/.synth)")] = None,
     rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard")] = 100_000,
-    license: Annotated[str, typer.Option(help="Licence written into the dataset card")] = "cc-by-4.0",
+    license: Annotated[Optional[str], typer.Option(help="The dataset's licence (a Hub licence id such as cc-by-4.0); default: the source corpus's where its card or the bundled data says it, else required to --push-to-hub")] = None,
     splits: Annotated[str, typer.Option(help="Held-out splits by a hash of the record id: fractions (validation=0.01,test=0.01) or numbers of records (validation=500); train takes the rest")] = "train=0.98,validation=0.01,test=0.01",
     push_to_hub: Annotated[Optional[str], typer.Option(metavar="ORG/NAME", help="Upload the dataset folder to this Hugging Face dataset repo (one commit per run, none if unchanged)")] = None,
     private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a repo --push-to-hub creates")] = True,
@@ -278,7 +290,8 @@ def job_options(
 ) -> dict:
     """The options every job takes (`JobConfig`'s fields), as its keyword arguments."""
     return dict(
-        corpus=corpus, lang=lang, base_url=base_url or [], model=model, backend=backend,
+        **({"corpus": corpus} if corpus else {}), **({"lang": lang} if lang is not None else {}),
+        base_url=base_url or [], model=model, backend=backend,
         vllm_args=engine_args(vllm_arg or []), api_key_env=api_key_env, embedder=embedder,
         text_field=text_field, input_format=input_format, segment=segment, limit=limit, concurrency=concurrency,
         chunk_size=chunk_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
@@ -440,7 +453,7 @@ def backtranslate_config(
     round_trip_min_chrf: Annotated[float, typer.Option(help="Minimum chrF (0-100) of the round trip against the authentic text")] = 40.0,
 ) -> BacktranslateConfig:
     """Parameters of `synth backtranslate` (also `python flows/backtranslate.py`) as a validated config."""
-    return BacktranslateConfig(**job, **filters, pivot=pivot, out=out, round_trip=round_trip, round_trip_min_chrf=round_trip_min_chrf)
+    return build_config(BacktranslateConfig, dict(**job, **filters, pivot=pivot, out=out, round_trip=round_trip, round_trip_min_chrf=round_trip_min_chrf))
 
 
 # The options `synth filter` shares with the generation jobs (declared once, in `job_options`).
@@ -474,9 +487,9 @@ def with_filter_job_options(task_options: Callable) -> Callable:
 def filter_config(
     filters: dict,
     shared: dict,
-    pairs: Annotated[list[str], typer.Argument(help="The parallel corpus: one .tsv/.csv/.jsonl/.parquet file of pairs, or two aligned text files (source first; line N of one translates line N of the other)")],
-    src_lang: Annotated[str, typer.Option(help="Language of the source side, ISO 639-1/3 (`text` in the output)")],
-    tgt_lang: Annotated[str, typer.Option(help="Language of the target side (`translation` in the output)")],
+    pairs: Annotated[Optional[list[str]], typer.Argument(help="The parallel corpus: one .tsv/.csv/.jsonl/.parquet file of pairs, or two aligned text files (source first; line N of one translates line N of the other); required, here or in the job file", show_default=False)] = None,
+    src_lang: Annotated[Optional[str], typer.Option(help="Language of the source side, ISO 639-1/3 (`text` in the output; required, here or in the job file)")] = None,
+    tgt_lang: Annotated[Optional[str], typer.Option(help="Language of the target side (`translation` in the output; required, here or in the job file)")] = None,
     out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/filter"),
     src_field: Annotated[str, typer.Option(help="Column/field of the source side; a `translation` column keyed by language is found without it; a TSV without this header: column 1")] = "src",
     tgt_field: Annotated[str, typer.Option(help="Column/field of the target side; a TSV without the header: column 2")] = "tgt",
@@ -486,10 +499,11 @@ def filter_config(
     chunk_size: Annotated[int, typer.Option(help="Pairs per chunk: the batch of the margin and rank scores")] = 256,
 ) -> FilterConfig:
     """Parameters of `synth filter` (also `python flows/filter.py`) as a validated config."""
-    return FilterConfig(
-        **shared, **filters, pairs=pairs, src_lang=src_lang, tgt_lang=tgt_lang, out=out, src_field=src_field,
+    required = {name: value for name, value in (("pairs", pairs), ("src_lang", src_lang), ("tgt_lang", tgt_lang)) if value}
+    return build_config(FilterConfig, dict(
+        **shared, **filters, **required, out=out, src_field=src_field,
         tgt_field=tgt_field, input_format=input_format, limit=limit, near_duplicate=_value(near_duplicate), chunk_size=chunk_size,
-    )
+    ))
 
 
 @with_job_options
@@ -511,13 +525,13 @@ def queries_config(
     relevance_high: Annotated[float, typer.Option(help="... and below this (above: kept, below --relevance-low: dropped, without asking)")] = 0.99,
 ) -> QueriesConfig:
     """Parameters of `synth queries` (also `python flows/queries.py`) as a validated config."""
-    return QueriesConfig(
+    return build_config(QueriesConfig, dict(
         **job, out=out, kinds=[k.strip() for k in kinds.split(",") if k.strip()], query_lang=query_lang,
         per_passage=per_passage, max_passage_chars=max_passage_chars, min_cosine=min_cosine, round_trip_k=round_trip_k,
         round_trip_min_p_good=_value(round_trip_min_p_good), round_trip_min_queries=round_trip_min_queries,
         max_copied_span=max_copied_span, negatives=negatives, relevance_check=relevance_check, relevance_low=relevance_low,
         relevance_high=relevance_high,
-    )
+    ))
 
 
 def engine_args(items: list[str]) -> dict:
@@ -576,6 +590,132 @@ def _single(options: Callable) -> typer.Typer:
     return single
 
 
+# --- job files, help panels and the options of a run ------------------------------------------------
+# `synth backtranslate --config job.yaml`: the file's settings (synth.jobfile) under the flags given
+# on the command line. Set by `job_command` for the command being run, read by `build_config`.
+_job_file: dict = {"settings": None, "given": set()}
+# Flags whose field has another name.
+_FIELD_OF = {"vllm_arg": "vllm_args", "script": "scripts"}
+
+
+def build_config(model: type, values: dict):
+    """`model` from an options function's values; with a job file, the file's settings where the
+    command line did not give the flag (what typer passes for an option not given is its default)."""
+    settings = _job_file["settings"]
+    if settings is None:
+        return model(**values)
+    given = _job_file["given"]
+    return model(**{**settings, **{name: value for name, value in values.items() if name in given}})
+
+
+# The help panels of the hand-listed commands (`declared_options` takes them from the config's `setting`).
+PANELS = {
+    "Input": ("corpus", "lang", "pivot", "pairs", "src_lang", "tgt_lang", "text_field", "input_format", "segment", "limit",
+              "src_field", "tgt_field", "kinds", "query_lang", "per_passage", "max_passage_chars"),
+    "Model and endpoint": ("base_url", "model", "backend", "vllm_arg", "api_key_env", "concurrency", "max_tokens", "temperature",
+                           "top_p", "request_timeout", "max_attempts", "max_answer_bytes", "price_input", "price_output",
+                           "prompt_file", "cache_dir", "chunk_size"),
+    "Output and Hub": ("out", "rows_per_shard", "license", "splits", "push_to_hub", "private", "hub_token_env"),
+    "Run": ("config", "dry_run", "verbose", "quiet", "log_format", "log_every"),
+}
+_PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
+
+
+def _run_options() -> list[inspect.Parameter]:
+    def option(name, annotation, default, *flags, **info):
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, typer.Option(*flags, rich_help_panel="Run", **info)])
+
+    return [
+        option("config", Optional[Path], None, "--config", help="A job file (YAML or TOML) of this command's settings, keys named as the flags (`text_field` or `text-field`); a flag given here wins over the file", metavar="JOB.yaml"),
+        option("dry_run", bool, False, "--dry-run", help="Read and segment the corpus, count the requests and tokens and, with --price-*, the cost; print them and send nothing"),
+        option("verbose", int, 0, "--verbose", "-v", count=True, help="More log lines: -v every chunk, -vv debug"),
+        option("quiet", bool, False, "--quiet", "-q", help="Only warnings, errors and the final summary: no progress display or lines"),
+        option("log_format", str, "text", "--log-format", help="text, or json: one JSON object a line (stage, counts, rates) on stderr", metavar="text|json"),
+        option("log_every", float, 10.0, "--log-every", help="Seconds between progress lines when stderr is not a terminal (piped, cron, CI)", min=0.5),
+    ]
+
+
+def _paneled(parameter: inspect.Parameter, model: type | None) -> inspect.Parameter:
+    """The parameter in its help panel, with the field's description where the option has no help."""
+    import copy
+    import typing
+
+    args = typing.get_args(parameter.annotation)
+    if not args:
+        return parameter
+    kind, *metadata = args
+    infos = []
+    for info in metadata:
+        if isinstance(info, (typer.models.OptionInfo, typer.models.ArgumentInfo)):
+            info = copy.copy(info)
+            field = model.model_fields.get(_FIELD_OF.get(parameter.name, parameter.name)) if model else None
+            if info.rich_help_panel is None:
+                info.rich_help_panel = _PANEL_OF.get(parameter.name) or ("Evaluation" if parameter.name.startswith("evaluate") else "Filters")
+            if not info.help and field is not None and field.description:
+                info.help = field.description
+        infos.append(info)
+    return parameter.replace(annotation=Annotated[(kind, *infos)])
+
+
+def _panel(parameter: inspect.Parameter) -> str | None:
+    import typing
+
+    return next((info.rich_help_panel for info in typing.get_args(parameter.annotation)[1:] if hasattr(info, "rich_help_panel")), None)
+
+
+def job_command(options: Callable, model: type) -> Callable:
+    """A job command (`synth backtranslate`, ...) from its options function: its options in help
+    panels, plus the run options (`_run_options`: --config, --dry-run, -v/-q, --log-format). The
+    decorated function gets the validated config and the run options."""
+
+    def decorate(run: Callable) -> Callable:
+        own = [_paneled(parameter, model) for parameter in inspect.signature(options).parameters.values()]
+        order = ["Input", "Model and endpoint", "Filters", "Output and Hub", "Evaluation"]
+        own.sort(key=lambda parameter: order.index(_panel(parameter)) if _panel(parameter) in order else len(order))
+
+        def command(**kwargs) -> None:
+            run_options = {parameter.name: kwargs.pop(parameter.name) for parameter in _run_options()}
+            _job_file["settings"], _job_file["given"] = None, set()
+            if run_options["config"] is not None:
+                from synth.jobfile import JobFileError, load_job_file
+
+                try:
+                    _job_file["settings"] = load_job_file(run_options["config"], model)
+                except JobFileError as error:
+                    _fail(str(error))
+                context = click.get_current_context()
+                _job_file["given"] = {
+                    _FIELD_OF.get(name, name) for name in kwargs
+                    if context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+                }
+            if run_options["log_format"] not in ("text", "json"):
+                _fail(f"--log-format {run_options['log_format']!r}: text or json")
+            try:
+                config = _validated(options, kwargs)
+            finally:
+                _job_file["settings"], _job_file["given"] = None, set()
+            run(config, RunOptions(**run_options))
+
+        command.__signature__ = inspect.Signature([*own, *_run_options()])
+        command.__name__ = run.__name__
+        command.__doc__ = run.__doc__
+        return command
+
+    return decorate
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """How a job command runs, beside its settings: --config, --dry-run, -v/-q, --log-format."""
+
+    config: Path | None = None
+    dry_run: bool = False
+    verbose: int = 0
+    quiet: bool = False
+    log_format: str = "text"
+    log_every: float = 10.0
+
+
 def _validated(options: Callable, kwargs: dict):
     try:
         return options(**kwargs)
@@ -584,26 +724,24 @@ def _validated(options: Callable, kwargs: dict):
 
 
 @app.command("backtranslate", help="Back-translate a monolingual corpus into training pairs (authentic text + synthetic translation).")
-@functools.wraps(backtranslate_config)
-def backtranslate(**kwargs) -> None:
+@job_command(backtranslate_config, BacktranslateConfig)
+def backtranslate(config: BacktranslateConfig, run: RunOptions) -> None:
     from synth.backtranslate import BacktranslateJob
 
-    config = _validated(backtranslate_config, kwargs)
     _run_job(
-        BacktranslateJob, config, "back-translating", "pairs",
+        BacktranslateJob, config, "back-translating", "pairs", run,
         " The in-process default (SmolLM2-135M) is far too small to translate from most languages: it shows the"
         " pipeline end to end; point --base-url/--model at a real model (vLLM, OpenAI) for data.",
     )
 
 
 @app.command("queries", help="Write search queries for the passages of a corpus: (query, passage) pairs for training retrievers.")
-@functools.wraps(queries_config)
-def queries(**kwargs) -> None:
+@job_command(queries_config, QueriesConfig)
+def queries(config: QueriesConfig, run: RunOptions) -> None:
     from synth.queries import QueriesJob
 
-    config = _validated(queries_config, kwargs)
     _run_job(
-        QueriesJob, config, "writing queries", "queries",
+        QueriesJob, config, "writing queries", "queries", run,
         " The in-process default (SmolLM2-135M) writes poor queries, and none outside English: it shows the pipeline"
         " end to end; point --base-url/--model at a real model (vLLM, OpenAI) for data.",
     )
@@ -619,15 +757,119 @@ def is_write_failure(error: OSError | sqlite3.Error) -> bool:
 
 
 @app.command("filter", help="Filter an existing parallel corpus with the pair filters and publish it like a generated dataset (rejects and funnel included).")
-@functools.wraps(filter_config)
-def filter_pairs(**kwargs) -> None:
+@job_command(filter_config, FilterConfig)
+def filter_pairs(config: FilterConfig, run: RunOptions) -> None:
     from synth.filter_job import FilterJob
 
-    config = _validated(filter_config, kwargs)
-    _run_job(FilterJob, config, "filtering", "pairs", "")
+    _run_job(FilterJob, config, "filtering", "pairs", run, "")
 
 
-def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: str) -> None:
+def _live_display(run: RunOptions) -> bool:
+    """A rich display: in a terminal, with text logs, unless --quiet."""
+    return console.is_terminal and run.log_format == "text" and not run.quiet
+
+
+class _ConsoleHandler(logging.Handler):
+    """synth's log records as lines on stderr through the rich console (above a live display)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from synth.redact import scrub
+
+        try:
+            text = scrub(self.format(record))
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+            return
+        if isinstance(self.formatter, JsonFormatter) or not console.is_terminal:
+            console.file.write(text + "\n")
+            console.file.flush()
+        else:
+            style = "yellow" if record.levelno >= logging.WARNING else "dim"
+            console.print(f"[{style}]{escape(text)}[/]", highlight=False, soft_wrap=True)
+
+
+def logging_setup(run: RunOptions) -> None:
+    """synth's loggers on stderr: text or JSON lines, the level from -q/-v (the standard `logging`
+    module: a host application that runs synth's jobs attaches its own handlers instead)."""
+    from synth.redact import install_log_filter
+
+    logger = logging.getLogger("synth")
+    for handler in [h for h in logger.handlers if isinstance(h, (_ConsoleHandler, _WarningsToConsole))]:
+        logger.removeHandler(handler)
+    handler = _ConsoleHandler()
+    handler.setFormatter(JsonFormatter() if run.log_format == "json" else TextFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if run.quiet else logging.DEBUG if run.verbose else logging.INFO)
+    logger.propagate = False
+    if run.verbose >= 2:  # the HTTP client's and the libraries' debug lines too
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+    install_log_filter()
+
+
+@contextlib.contextmanager
+def _display(follow: "RunProgress", run: RunOptions, doing: str):
+    """The rich display of a run in a terminal (else nothing: the log lines say it); yields
+    `show(text)`, which puts a passing activity (the evaluation's steps) into it."""
+    if not _live_display(run):
+        yield lambda text: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn
+
+    columns = (
+        SpinnerColumn(), TextColumn("[bold]{task.fields[stage]:<9}[/]"), BarColumn(bar_width=24), MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"), TextColumn("{task.fields[figures]}"), TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True, refresh_per_second=4) as progress:
+        task = progress.add_task(doing, total=None, stage="read", unit="", figures="reading the corpus")
+        activity = {"text": ""}
+
+        def update(state: "RunProgress") -> None:
+            snap = state.snapshot()
+            figures = []
+            if snap["rate_per_s"] is not None and snap["stage"] == "generate":
+                figures.append(f"{snap['rate_per_s']:.1f}/s")
+            if snap["eta_s"] is not None:
+                figures.append(f"ETA {_duration(snap['eta_s'])}")
+            if state.unit == "requests":
+                figures.append(f"cache hits {snap['cache_hits']:,}")
+                figures.append(f"retries {snap['retries']:,}")
+            if snap["chunks"]:
+                figures.append(f"chunks staged {snap['chunks_staged']}/{snap['chunks']}")
+            if activity["text"] and snap["stage"] == "evaluate":
+                figures = [activity["text"]]
+            progress.update(
+                task, completed=snap["done"], total=snap["total"], stage=snap["stage"], unit=state.unit,
+                figures=" · ".join(figures),
+            )
+
+        def show(text: str) -> None:
+            activity["text"] = text
+            update(follow)
+
+        follow.listeners.append(update)
+        update(follow)
+        try:
+            yield show
+        finally:
+            follow.listeners.remove(update)
+
+
+def dry_run(job, run: RunOptions) -> None:
+    """--dry-run: the plan on stdout (a JSON object with --log-format json); nothing is sent."""
+    from synth.plan import plan_job, plan_json
+    from synth.read import CorpusError
+
+    try:
+        plan = plan_job(job)
+    except CorpusError as error:
+        _fail(f"{error}")
+    if run.log_format == "json":
+        print(plan_json(plan))
+    else:
+        print("\n".join(plan.lines()))
+
+
+def _run_job(job_class: type, config, doing: str, rows: str, run: RunOptions, small_model_hint: str) -> None:
     """Run a job in this process with a progress line, then print its funnel and what it wrote."""
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -637,30 +879,34 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
     from synth.read import CorpusError
     from synth.runlock import OutputError
 
+    logging_setup(run)
+    if run.dry_run:
+        dry_run(job_class(config), run)
+        return
     check_hub_token(config)
-    _report_warnings()
     _Stopped.install()
     started = time.time()
+    job = job_class(config)
+    follow = RunProgress(job.task, "requests" if job.generates else "records", every=None if _live_display(run) else run.log_every)
+    job.progress = follow
     try:
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} records"), TimeElapsedColumn(), console=console, transient=True) as progress:
-            task = progress.add_task(doing, total=None)
+        with follow, _display(follow, run, doing) as show:
             evaluation: dict = {}
 
             def evaluate_published(published) -> None:
                 """--evaluate: the dataset just published, before the push (its eval/ files go with it)."""
                 from synth.evaluate import EvaluationError, Progress as Stages, evaluate as run_evaluation
 
-                show = lambda text: progress.update(task, description=f"evaluating: {text}")  # noqa: E731
                 try:
                     evaluation["config"] = EvaluateConfig(dataset=str(config.out), eval=config.evaluate_on)
                     evaluation["results"] = run_evaluation(
-                        evaluation["config"], Stages(stage=show, step=lambda done, total: show(f"training, step {done} of {total}")), lock=False,
+                        evaluation["config"], Stages(stage=lambda text: show(f"evaluate: {text}"), step=lambda done, total: show(f"evaluate: training, step {done} of {total}")), lock=False,
                     )
                 except (EvaluationError, ValidationError) as error:
                     evaluation["error"] = validation_message(error) if isinstance(error, ValidationError) else str(error)
 
-            published, stats = job_class(config).run(
-                on_done=lambda n: progress.advance(task, n), command=shlex.join(["synth", *sys.argv[1:]]),
+            published, stats = job.run(
+                command=shlex.join(["synth", *sys.argv[1:]]),
                 after_publish=evaluate_published if getattr(config, "evaluate", False) else None,
             )
     except KeyboardInterrupt:
@@ -683,6 +929,16 @@ def _run_job(job_class: type, config, doing: str, rows: str, small_model_hint: s
             f"cannot write the output ({error}). Free some space or fix the permissions of {config.out} "
             f"(and --cache-dir), then rerun the same command: nothing written so far is lost."
         )
+    if run.log_format == "json":  # the end of the run as one more JSON line
+        logging.getLogger("synth").info("done", extra={"synth": {
+            "event": "summary", "kept": published.kept_rows, "rejected": published.rejected_rows, "out": str(published.out_dir),
+            "funnel": stats["funnel"], "run": stats["run"], "generation": {k: v for k, v in stats["generation"].items() if k != "errors"},
+            **({"evaluation": evaluation.get("results", {}).get("eval")} if "results" in evaluation else {}),
+            **({"hub": published.hub.commit_url} if published.hub else {}),
+        }})
+        if "error" in evaluation:
+            _fail(f"the dataset is in {published.out_dir}/, but --evaluate could not run: {evaluation['error']}")
+        return
     print_funnel(stats)
     generation, run = stats["generation"], stats["run"]
     summary = f"kept {published.kept_rows} {rows}, rejected {published.rejected_rows}; "

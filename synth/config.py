@@ -42,7 +42,7 @@ class PublishSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rows_per_shard: int = Field(100_000, ge=1)
-    license: str = Field("cc-by-4.0", description="Licence written into the dataset card (a Hub licence id)")
+    license: str | None = Field(None, description="The dataset's licence, a Hub licence id (cc-by-4.0, mit, other, ...); default: the source's where its card or the bundled data says it (synth.publish.card `source_license`), else required to push to the Hub")
     splits: str = Field("train=0.98,validation=0.01,test=0.01", validate_default=True, description="Held-out splits by a hash of the record id: fractions, or numbers of records; train takes the rest")
     push_to_hub: str | None = Field(None, description="ORG/NAME: the Hugging Face dataset repo to upload the folder to after each publish")
     private: bool = Field(True, description="Create the Hub repo private (an existing repo keeps its visibility)")
@@ -54,6 +54,20 @@ class PublishSettings(BaseModel):
         from synth.publish.views import Splits
 
         return str(Splits.parse(value))  # raises SplitSpecError, a ValueError, with what is wrong
+
+    @model_validator(mode="after")
+    def _license_to_publish(self) -> "PublishSettings":
+        """A dataset pushed to the Hub needs a licence: given, or the source's (read from its card)."""
+        if self.push_to_hub and self.license is None:
+            from synth.publish.card import source_license
+
+            source = getattr(self, "corpus", None) or getattr(self, "pairs", None) or []
+            if source_license(source).license is None:
+                raise ValueError(
+                    "license: the source's licence is unknown (no dataset card says it): give --license, the Hub "
+                    "licence id the dataset may be shared under (it must fit the source's terms), to push it"
+                )
+        return self
 
     @field_validator("push_to_hub")
     @classmethod

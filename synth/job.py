@@ -261,6 +261,8 @@ class ChunkedJob:
         self.api_key: str | None = None
         # Likewise a Hugging Face token for `push()`; it wins over `hub_token_env`.
         self.hub_token: str | None = None
+        # What the run is doing (synth.progress), when someone follows it: `run(progress=...)`.
+        self.progress = None
 
     # --- hooks -----------------------------------------------------------------------------------
     @property
@@ -294,6 +296,16 @@ class ChunkedJob:
     def fingerprint_settings(self) -> dict:
         """Every setting a chunk's result depends on besides its records."""
         raise NotImplementedError
+
+    def completion_estimate(self, segment: Segment, request: Request) -> int:
+        """Completion tokens a request is expected to take (`--dry-run`; bounded by --max-tokens)."""
+        from synth.plan import estimate_tokens
+
+        return estimate_tokens(segment.text)
+
+    def uncounted_requests(self) -> list[str]:
+        """Requests `--dry-run` cannot count up front (sent after the filters), as notes."""
+        return []
 
     def card_info(self, command: str | None = None) -> CardInfo:
         raise NotImplementedError
@@ -464,6 +476,8 @@ class ChunkedJob:
         """(rows to filter, rows whose generation failed, stats)."""
         planned = self.planned_requests(chunk)
         stats = GenerationStats()
+        if self.progress is not None:
+            self.progress.stats_sources.append(stats)  # cache hits and retries, live
         outcomes = await runner.generate(
             [(key, request.messages) for _, request, key in planned],
             priority=chunk.index,
@@ -521,6 +535,8 @@ class ChunkedJob:
         for stage in self.followups(chunk):
             asked = stage.requests(filtered.kept)
             stats = GenerationStats()
+            if self.progress is not None:
+                self.progress.stats_sources.append(stats)
             outcomes = await runner.generate(
                 [(cache_key(self.model_name, request.messages, params), request.messages) for _, request in asked],
                 priority=chunk.index, is_usable=lambda index, text: stage.is_usable(asked[index][1], text), stats=stats,  # noqa: B023
@@ -628,6 +644,8 @@ class ChunkedJob:
                 raise
             finally:
                 room.release()
+                if self.progress is not None and results and results[-1].index == chunk.index:
+                    self.progress.chunk_staged(chunk.index, results[-1].kept, results[-1].rejected)
 
         bad_input: CorpusError | None = None
         try:
@@ -638,7 +656,9 @@ class ChunkedJob:
                         if done is not None:
                             results.append(done)
                             if on_done:
-                                on_done(len(chunk.segments))
+                                on_done(len(self.planned_requests(chunk)) if self.generates else len(chunk.segments))
+                            if self.progress is not None:
+                                self.progress.chunk_staged(chunk.index, done.kept, done.rejected, reused=True)
                             continue
                         await room.acquire()
                         group.create_task(process(chunk, runner))
@@ -740,6 +760,7 @@ class ChunkedJob:
         run = {"id": run_id or new_run_id(), **stats.pop("run")}
         card = self.card_info(command)
         card.repo_id = card.repo_id or c.push_to_hub
+        self.complete_card(card)
         published = publish_dataset(
             c.out,
             [Path(r.kept_path) for r in results],
@@ -756,6 +777,39 @@ class ChunkedJob:
         atomic_write_json(c.work_dir / "runs" / f"{run['id']}.json", run)
         self._remove_stale_chunks({r.key for r in results})
         return published, {**json.loads((c.out / "stats.json").read_text(encoding="utf-8")), "run": run}
+
+    def complete_card(self, card: CardInfo) -> None:
+        """What every task's card says the same way, and nothing of this machine: the licence (given,
+        else the source's), file names instead of paths, "an OpenAI-compatible endpoint" instead of
+        its URL, the prompt templates' text, the effective job file instead of the command line."""
+        from synth import synth_version
+        from synth.generate.prompts import prompts_dir
+        from synth.jobfile import card_job, dump_yaml
+        from synth.publish.card import source_license
+
+        c = self.config
+        source = source_license(getattr(c, "corpus", None) or getattr(c, "pairs", None) or [])
+        card.source_license, card.source_name = source.license, source.name
+        card.license = c.license or source.license
+        card.source_files = [Path(f).name for f in card.source_files]
+        card.command = None  # paths and URLs: the job file below says the same without them
+        if self.generates:
+            card.generator = (
+                "an OpenAI-compatible endpoint" if self.uses_server
+                else "vLLM in-process" if c.backend == "vllm" else "transformers in-process"
+            )
+            local = Path(card.model).expanduser()
+            if card.model and (local.is_absolute() or local.exists()):  # a local model folder or file: its name
+                card.summary = card.summary.replace(card.model, local.name)
+                card.model = local.name
+            for name in self.prompt_versions:
+                file = Path(c.prompt_file) if (c.prompt_file and name == self.task) else prompts_dir() / f"{name}.toml"
+                if file.is_file():
+                    card.prompt_texts[name] = file.read_text(encoding="utf-8")
+        if card.embedder and Path(card.embedder).expanduser().is_absolute():
+            card.embedder = Path(card.embedder).name
+        card.job_file = dump_yaml(card_job(c))
+        card.synth_version = synth_version()
 
     def push(self, published: PublishResult, run_id: str, token: str | None = None) -> HubPush:
         """Uploads the published folder to `config.push_to_hub` (one commit, none if the Hub already
@@ -780,14 +834,41 @@ class ChunkedJob:
         the push), then the push if `config.push_to_hub` names a repo."""
         started = time.time()
         run_id = run_id or new_run_id()
+        progress = self.progress
+        stage = progress.set_stage if progress is not None else (lambda name: None)
         # Held until the push is done: a second run into the same folder stops at once.
         with self.exclusive(run_id, command):
+            if progress is not None:
+                # A first pass over the corpus: the total of the progress display (and bad input found early).
+                stage("read")
+                reader = type(self)(self.config)
+                records = total = 0
+                try:
+                    for segment in reader.segments():
+                        records += 1
+                        total += len(self.requests_for(segment)) if self.generates else 1
+                except CorpusError:
+                    pass  # raised by the run itself, once the chunks read before it are staged
+                progress.plan(total, math.ceil(records / self.config.chunk_size))
+                stage("generate" if self.generates else "filter")
+
+                def on_done(count: int, forward=on_done) -> None:
+                    progress.advance(count)
+                    if forward is not None:
+                        forward(count)
+                    if progress.total is not None and progress.done >= progress.total:
+                        stage("filter")  # every answer in: the filters finish the last chunks
+
             results = asyncio.run(self.run_async(on_done))
+            stage("publish")
             published, stats = self.publish(results, started, command, run_id)
             if after_publish is not None:
+                stage("evaluate")
                 after_publish(published)
             if self.config.push_to_hub:
+                stage("push")
                 published.hub = self.push(published, run_id)
+            stage("done")
         return published, stats
 
 

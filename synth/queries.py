@@ -233,6 +233,14 @@ class QueriesJob(ChunkedJob):
             self.language_identifier if self.config.lid_detectors else None,
         ))
 
+    def completion_estimate(self, segment, request) -> int:
+        return 24 * self.config.per_passage  # a few short queries
+
+    def uncounted_requests(self) -> list[str]:
+        if not self.config.relevance_checking:
+            return []
+        return ["the relevance check's requests (--relevance-check): one for each query the round trip cannot decide, after the filters"]
+
     def fingerprint_settings(self) -> dict:
         c = self.config
         return {

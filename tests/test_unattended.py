@@ -337,7 +337,7 @@ def test_a_hub_error_echoing_the_token_is_not_printed(hostile: Hostile, openai_s
     env = {k: v for k, v in synth_env.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")}
     env.update(HF_TOKEN=TOKEN, HF_ENDPOINT=f"http://127.0.0.1:{hostile.port}/echo400", HF_HUB_DISABLE_XET="1")
     out = tmp_path / "out"
-    result = run_synth([str(corpus(tmp_path, 3)), "--out", str(out), "--base-url", openai_server.base_url, "--push-to-hub", "org/name", *QUICK], env)
+    result = run_synth([str(corpus(tmp_path, 3)), "--out", str(out), "--base-url", openai_server.base_url, "--push-to-hub", "org/name", "--license", "cc-by-4.0", *QUICK], env)
     assert result.returncode == 4, result.stderr
     assert TOKEN not in result.stderr + result.stdout
     assert TOKEN.encode() not in every_byte_under(out)

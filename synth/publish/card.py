@@ -50,6 +50,13 @@ class CardInfo:
     score_columns: dict[str, str | None] = field(default_factory=dict)  # plotted score -> its threshold in `thresholds`
     training: str = ""                       # markdown: how the `pairs` config is meant to be trained on
     repo_id: str | None = None               # the Hub repo the folder is pushed to (for the loading examples)
+    # Filled in by the job's publish (synth.job), the same for every task:
+    source_license: str | None = None        # the source corpus's licence (SourceLicense), None: unknown
+    source_name: str | None = None           # where that licence was read
+    generator: str = ""                      # how the model was run: "an OpenAI-compatible endpoint", "in-process (transformers)"
+    prompt_texts: dict[str, str] = field(default_factory=dict)  # prompt name -> the template file's text
+    job_file: str | None = None              # the effective job file (YAML, synth.jobfile `card_job`)
+    synth_version: str = ""
 
 
 @dataclass
@@ -114,10 +121,13 @@ def render_card(
         _thresholds_section(info.thresholds, plots.get("scores"), stats.get("funnel") or {}),
         _lid_section(info, stats.get("lid") or {}),
         _models_section(info, stats.get("generation") or {}),
-        _prompts_section(info.prompt_versions),
+        _prompts_section(info.prompt_versions, info.prompt_texts),
         _made_section(info, stats.get("read") or {}),
+        _license_section(info),
+        _limitations_section(info, stats),
         _files_section(configs, plots),
         _loading_section(info, declared),
+        _citation_section(info, pretty_name),
     ]
     return "\n\n".join(s for s in sections if s) + "\n"
 
@@ -126,7 +136,7 @@ def _front_matter(info: CardInfo, pretty_name: str, kept_rows: int, declared: li
     languages = list(dict.fromkeys(hub_language_code(c) for c in (info.lang, info.pivot_lang)))
     data = DatasetCardData(
         language=languages,
-        license=info.license,
+        license=info.license or "unknown",
         pretty_name=pretty_name,
         size_categories=[size_category(kept_rows)],
         task_categories=info.task_categories or None,
@@ -271,7 +281,7 @@ def _models_section(info: CardInfo, generation: dict) -> str:
         return f"## Models\n\n- embedder (consistency and margin): `{info.embedder}`"
     params = json.dumps(info.generation_params, ensure_ascii=False, sort_keys=True)
     lines = [
-        f"- generator: `{info.model}`, parameters `{params}`",
+        f"- generator: `{info.model}`" + (f", served by {info.generator}" if info.generator else "") + f", parameters `{params}`",
         f"- embedder (consistency and margin): `{info.embedder}`",
     ]
     labels = {
@@ -291,25 +301,149 @@ def _models_section(info: CardInfo, generation: dict) -> str:
     return "## Models\n\n" + "\n".join(lines)
 
 
-def _prompts_section(prompt_versions: dict[str, str]) -> str:
+def _prompts_section(prompt_versions: dict[str, str], prompt_texts: dict[str, str]) -> str:
     if not prompt_versions:
         return ""
     rows = [f"| `{name}` | `{version}` |" for name, version in prompt_versions.items()]
-    return "## Prompt versions\n\n| prompt | version |\n|---|---|\n" + "\n".join(rows)
+    text = "## Prompts\n\n| prompt | version |\n|---|---|\n" + "\n".join(rows)
+    for name, template in prompt_texts.items():
+        text += f"\n\nThe `{name}` template, as sent (`{{...}}` filled in per request):\n\n```toml\n{template.strip()}\n```"
+    return text
 
 
 def _made_section(info: CardInfo, read: dict) -> str:
     # Nothing that changes from run to run (times, this run's requests: see .synth/runs/): the same
-    # data gives the same card, so pushing it again is a no-op.
+    # data gives the same card, so pushing it again is a no-op. Nothing of the machine it was made
+    # on either: file names, not paths; "an OpenAI-compatible endpoint", not its URL.
     lines = []
     if info.source_files:
         lines.append("Source files:\n\n" + "\n".join(f"- `{f}`" for f in info.source_files))
     reading = ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in read.items() if isinstance(v, int))
     if reading:
         lines.append(f"Reading: {reading}.")
-    if info.command:
+    if info.command and not info.job_file:
         lines.append(f"Made with:\n\n```bash\n{info.command}\n```")
+    if info.job_file:
+        version = f" {info.synth_version}" if info.synth_version else ""
+        lines.append(
+            f"The job, as a job file (`synth {info.task} --config job.yaml`; settings not listed are synth{version}'s "
+            f"defaults; the output folder, the endpoint and the key's variable are the runner's own):\n\n```yaml\n{info.job_file.strip()}\n```"
+        )
     return "## How it was made\n\n" + "\n\n".join(lines) if lines else ""
+
+
+def _license_section(info: CardInfo) -> str:
+    dataset = f"`{info.license}`" if info.license else "**not set** (`unknown`): set it with `--license` before sharing the data"
+    if info.source_license:
+        source = f"`{info.source_license}`" + (f" ({info.source_name})" if info.source_name else "")
+    else:
+        source = "unknown: no dataset card of the source says it"
+    return (
+        f"## Licence\n\n- this dataset: {dataset}\n- the source text: {source}\n\n"
+        "The authentic side is the source's text and stays under its terms; the synthetic side was written by "
+        f"`{info.model}`, whose terms of use may also apply." if info.model else
+        f"## Licence\n\n- this dataset: {dataset}\n- the source text: {source}\n\nThe text is the source's and stays under its terms."
+    )
+
+
+def _limitations_section(info: CardInfo, stats: dict) -> str:
+    name = language_name(info.lang)
+    lines = []
+    if info.model:
+        lines.append(
+            f"- **Synthetic side.** Every `{info.lid_columns.get(info.pivot_lang, 'generated')}` value was written by `{info.model}`, "
+            "not by a person: it carries the model's errors and biases, and the filters only drop what they can see "
+            "(wrong language, copies, loops, unrelated answers), not a fluent mistranslation."
+        )
+    unverified = [language_name(lang) for lang, detector in info.lid_detectors.items() if not detector]
+    if not info.lid_detectors:
+        lines.append("- **Language ID off.** No row's language was checked.")
+    elif unverified:
+        lines.append(
+            f"- **Unverified language ID.** No available detector covers {', '.join(unverified)}: those sides were not "
+            "checked for language, so text in a neighbouring language can have passed."
+        )
+    else:
+        lines.append(
+            f"- **Language ID is a statistical guess.** The detectors are least accurate on short texts and on "
+            f"low-resource languages; {name} is covered by `{info.lid_detectors.get(info.lang)}`, with an unknown error rate here."
+        )
+    if not info.embedder or info.embedder.split()[0] == "none":
+        lines.append("- **No embedding check.** Nothing verified that the two sides mean the same.")
+    else:
+        lines.append(
+            f"- **Filter coverage.** The embedding checks use `{info.embedder}`, whose quality for {name} may be poor "
+            "(docs/languages.md of synth has measurements): a bad pair can pass and a good one be dropped."
+        )
+    kept = (stats.get("rows") or {}).get("kept")
+    read = (stats.get("read") or {}).get("segments")
+    if read:
+        lines.append(f"- **Size and domain.** Made from {read:,} segments of the source files above; it covers their domain only.")
+    return "## Limitations\n\n" + "\n".join(lines) if lines else ""
+
+
+def _citation_section(info: CardInfo, pretty_name: str) -> str:
+    key = f"synth_{info.task}_{info.lang}_{info.pivot_lang}".replace("-", "_")
+    where = info.repo_id or "a dataset folder made with synth"
+    version = f" {info.synth_version}" if info.synth_version else ""
+    return (
+        "## Citation\n\nIf you use this dataset, cite it and its source:\n\n```bibtex\n"
+        f"@misc{{{key},\n  title = {{{pretty_name}}},\n  note = {{{where}; made with synth{version}, "
+        f"generator {info.model or 'none'}}},\n}}\n```"
+    )
+
+
+@dataclass
+class SourceLicense:
+    license: str | None                      # a Hub licence id, None: unknown
+    name: str | None = None                  # what the licence was read from
+
+
+def source_license(paths) -> SourceLicense:
+    """The licence of the source corpus: the bundled UDHR's (MIT, synth/data/udhr/README.md), or the
+    `license:` of the dataset card (README.md with YAML front matter) of a Hugging Face dataset
+    folder or of the folder a file is in. Several sources must agree; otherwise unknown."""
+    from pathlib import Path
+
+    from synth.data import UDHR_DIR
+
+    found: set[tuple[str | None, str | None]] = set()
+    for raw in paths:
+        path = Path(str(raw)).expanduser()
+        if "*" in str(raw) or "?" in str(raw):
+            path = path.parent
+        try:
+            path = path.resolve()
+        except OSError:
+            return SourceLicense(None)
+        if path == UDHR_DIR or UDHR_DIR in path.parents:
+            found.add(("mit", "the UDHR extract of the npm package udhr@6.0.0, MIT"))
+            continue
+        folder = path if path.is_dir() else path.parent
+        card = next((folder / name for name in ("README.md", "readme.md") if (folder / name).is_file()), None)
+        license = _card_license(card) if card else None
+        found.add((license, f"the source's dataset card ({card.parent.name}/README.md)" if license else None))
+    if len(found) != 1:
+        return SourceLicense(None)
+    license, name = found.pop()
+    return SourceLicense(license, name)
+
+
+def _card_license(card) -> str | None:
+    import yaml
+
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    front = text[3:].split("\n---", 1)[0]
+    try:
+        data = yaml.safe_load(front)
+    except yaml.YAMLError:
+        return None
+    value = data.get("license") if isinstance(data, dict) else None
+    if isinstance(value, list):
+        value = value[0] if len(value) == 1 else None
+    return str(value) if value else None
 
 
 def _files_section(configs: list[PublishedConfig], plots: dict[str, str]) -> str:

@@ -124,7 +124,7 @@ class Splits:
                 raise SplitSpecError(f"split {name!r} is given twice")
             sizes[name] = _size(name, size) if size else None
         train = sizes.pop(TRAIN, None)
-        if train is not None and not sizes:
+        if train is not None and not sizes and train != 1:  # train=1: all of it, as `train` alone says
             # `train=0.5` or `train=2` alone would hold nothing out and train on everything: say so.
             raise SplitSpecError(
                 f"train={train:g} alone: train takes every record not held out, so its size cannot be set by "
