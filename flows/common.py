@@ -355,6 +355,10 @@ def _run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramet
             ],
             description=f"{job.task} funnel ({lang}): rows into and out of every step, and why rows were dropped. {config.out}",
         )
+    from synth.filters.report import warning_lines
+
+    for line in warning_lines((stats.get("warnings") or {}).get("high_reject_rate") or {}):
+        logger.warning(line)  # a language that lost more than a quarter of its pairs, and what to change
     create_markdown_artifact(
         key=artifact_key(dataset, "card"), markdown=(config.out / "README.md").read_text(encoding="utf-8"),
         description=f"Dataset card of {config.out}",

@@ -106,6 +106,15 @@ def print_funnel(stats: dict) -> None:
             dropped = ", ".join(f"{reason}: {count}" for reason, count in step["dropped"].items()) or "-"
             table.add_row(step["step"], str(step["in"]), str(step["out"]), dropped)
         console.print(table)
+    print_reject_warnings(stats)
+
+
+def print_reject_warnings(stats: dict) -> None:
+    """A language that lost more than a quarter of its pairs: said out loud, with what to change."""
+    from synth.filters.report import warning_lines
+
+    for line in warning_lines((stats.get("warnings") or {}).get("high_reject_rate") or {}):
+        logging.getLogger("synth").warning(line)  # on stderr (or as a JSON line), and in --log-file
 
 
 # --- commands derived from a config's declaration ---------------------------------------------------
@@ -930,6 +939,7 @@ def _run_job(job_class: type, config, doing: str, rows: str, run: RunOptions, sm
             f"(and --cache-dir), then rerun the same command: nothing written so far is lost."
         )
     if run.log_format == "json":  # the end of the run as one more JSON line
+        print_reject_warnings(stats)
         logging.getLogger("synth").info("done", extra={"synth": {
             "event": "summary", "kept": published.kept_rows, "rejected": published.rejected_rows, "out": str(published.out_dir),
             "funnel": stats["funnel"], "run": stats["run"], "generation": {k: v for k, v in stats["generation"].items() if k != "errors"},

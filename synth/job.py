@@ -673,6 +673,8 @@ class ChunkedJob:
 
     # --- publish ---------------------------------------------------------------------------------
     def stats(self, results: list[ChunkResult], started: float) -> dict:
+        from synth.filters.report import embedding_decisions, reject_warnings
+
         lang = self.config.lang
         read = self.read_stats.as_dict()
         generation, this_run = GenerationStats(), GenerationStats()
@@ -730,6 +732,10 @@ class ChunkedJob:
                 **generation.as_dict(), **({"cost_usd": cost} if cost is not None else {}), **({"stages": stages} if stages else {}),
             },
             "funnel": {lang: funnel},
+            # Said out loud (synth.filters.report): a language that lost more than a quarter of its
+            # pairs, and what the embedding step decided on.
+            "warnings": {"high_reject_rate": reject_warnings({lang: funnel})},
+            "embedding": embedding_decisions({lang: funnel}, self.config),
             "lid": {"unverified": dict(unverified), "detectors": self.lid_detectors_used()},
             "run": {
                 "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),

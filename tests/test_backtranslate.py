@@ -286,6 +286,14 @@ def test_bad_answers_are_dropped_with_the_right_reason(bad_answers_run) -> None:
     assert {"reject_stage", "reject_reason"} <= set(dataset.column_names)
     assert dataset.num_rows == len(rejected)
 
+    # A third of the pairs dropped: said out loud, with the top reasons; the embedding step's
+    # decision with the pair it left to the round trip.
+    stats = stats_of(out)
+    assert stats["warnings"]["high_reject_rate"]["zu"]["dropped_share"] > 0.25
+    assert stats["embedding"]["zu"]["borderline"] >= 1 and stats["embedding"]["zu"]["round_trip"]["in"] >= 1
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "Warning: a high reject rate" in card and "### Embedding step: Zulu" in card
+
     steps = {step["step"]: step for step in check_funnel(stats_of(out), "zu", 30)}
     assert steps["empty"]["dropped"] == {"empty_translation": 1}
     assert steps["refusal"]["dropped"] == {"refusal": 1}

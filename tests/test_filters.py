@@ -262,7 +262,7 @@ def test_a_batch_too_small_for_margin_is_judged_by_an_absolute_cosine_floor(embe
     found = block.judge(scored)
     assert found[:3] == [None] * 3
     assert all(v and v.startswith("low_consistency:") for v in found[3:])
-    assert block.derived_thresholds == {"min_cosine[small chunk]": 0.80}
+    assert block.derived_thresholds == {"min_cosine[small chunk]": 0.80, "small_chunk_pairs[zu]": 6}
     assert all(row["margin"] is None for row in scored)
     # A cosine cut the user set wins over the floor; the floor can be turned off.
     assert verdicts(EmbeddingConsistencyFilter(embedder, min_cosine=0.5), rows) == [None] * 6

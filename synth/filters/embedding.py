@@ -319,7 +319,32 @@ class EmbeddingConsistencyFilter:
             ):
                 row["borderline"], verdict = True, None
             verdicts.append(verdict)
+        self._statistics(rows, langs, similarity if batch_scores else None, verdicts)
         return verdicts
+
+    def _statistics(self, rows: list[dict], langs: list[str], similarity: np.ndarray | None, verdicts: list) -> None:
+        """Per language, what this chunk's decision stood on (synth.filters.report sums or ranges
+        them over the chunks): pairs scored with margins, pairs of a chunk too small for them,
+        pairs left to the round trip, and the null distribution (the similarity of unrelated
+        pairs, mean and standard deviation) that null_z is measured against."""
+        labels = np.array(langs)
+        for lang in dict.fromkeys(langs):
+            members = labels == lang
+            if similarity is None:
+                self.derived_thresholds[f"small_chunk_pairs[{lang}]"] = int(members.sum())
+                continue
+            self.derived_thresholds[f"scored[{lang}]"] = int(members.sum())
+            self.derived_thresholds[f"borderline[{lang}]"] = sum(bool(row["borderline"]) for row, m in zip(rows, members) if m)
+            off = similarity[members][:, :]
+            mask = np.ones_like(off, dtype=bool)
+            mask[np.arange(len(off)), np.flatnonzero(members)] = False
+            unrelated = off[mask]
+            if unrelated.size:
+                self.derived_thresholds[f"null_mean[{lang}]"] = round(float(unrelated.mean()), 4)
+                self.derived_thresholds[f"null_sd[{lang}]"] = round(float(unrelated.std()), 4)
+            kept_z = [row["null_z"] for row, m, v in zip(rows, members, verdicts) if m and v is None and row["null_z"] is not None]
+            if kept_z:
+                self.derived_thresholds[f"kept_null_z_median[{lang}]"] = round(float(np.median(kept_z)), 4)
 
     def _resolve(self, name: str, cuts: PerLanguage, langs: list[str], scores: np.ndarray) -> list[float | None]:
         """The threshold of each row; a percentile over the rows of its language with a score."""

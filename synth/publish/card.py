@@ -119,6 +119,7 @@ def render_card(
         _columns_section(info),
         _funnel_section(stats.get("funnel") or {}, plots.get("funnel")),
         _thresholds_section(info.thresholds, plots.get("scores"), stats.get("funnel") or {}),
+        _decisions_section(stats),
         _lid_section(info, stats.get("lid") or {}),
         _models_section(info, stats.get("generation") or {}),
         _prompts_section(info.prompt_versions, info.prompt_texts),
@@ -231,6 +232,45 @@ def _dropped(reasons: dict) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in reasons.items()) or "-"
 
 
+def _decisions_section(stats: dict) -> str:
+    """The embedding step's decision per language and what it stood on, and a high reject rate
+    said out loud (synth.filters.report)."""
+    from synth.filters.report import warning_lines
+
+    parts = []
+    warnings = (stats.get("warnings") or {}).get("high_reject_rate") or {}
+    if warnings:
+        parts.append("**Warning: a high reject rate.** " + " ".join(warning_lines(warnings)))
+    for lang, d in (stats.get("embedding") or {}).items():
+        span = lambda r: "-" if not r else (f"{r['min']:g}" if r["min"] == r["max"] else f"{r['min']:g} to {r['max']:g}")  # noqa: E731
+        rows = [
+            ("rule", d["rule"]),
+            ("pairs in / kept", f"{d['pairs_in']} / {d['pairs_kept']}"),
+            ("scored with margins (chunks of 8+ pairs)", d["scored"]),
+            ("judged on the cosine alone (smaller chunks)", d["small_chunk_pairs"]),
+            ("borderline, left to the round trip", d["borderline"]),
+            ("dropped", _dropped(d["dropped"])),
+        ]
+        if d.get("round_trip"):
+            rt = d["round_trip"]
+            rows.append(("round trip: pairs in / kept", f"{rt['in']} / {rt['kept']} ({_dropped(rt['dropped'])})"))
+        rows += [
+            ("null distribution: mean similarity of unrelated pairs, per chunk", span(d["null_mean"])),
+            ("null distribution: its standard deviation, per chunk", span(d["null_sd"])),
+            ("median null_z of the kept pairs, per chunk", span(d["good_null_z_median"])),
+            ("chance level (best of n unrelated pairs), per chunk", span(d["chance_null_z"])),
+        ]
+        parts.append(
+            f"### Embedding step: {language_name(lang)} (`{lang}`)\n\n| | |\n|---|---|\n"
+            + "\n".join(f"| {_cell(name)} | {_cell(value)} |" for name, value in rows)
+        )
+    return "## Filter decisions\n\n" + "\n\n".join(parts) if parts else ""
+
+
+# Per-chunk statistics of the embedding step, shown by `_decisions_section` rather than as thresholds.
+_STATISTICS = ("scored[", "borderline[", "small_chunk_pairs[", "null_mean[", "null_sd[", "kept_null_z_median[", "round_trip_above_null_z")
+
+
 def _thresholds_section(thresholds: dict, plot: str | None, funnel: dict) -> str:
     if not thresholds:
         return ""
@@ -239,6 +279,8 @@ def _thresholds_section(thresholds: dict, plot: str | None, funnel: dict) -> str
     for steps in funnel.values():
         for step in steps:
             for name, d in (step.get("derived") or {}).items():
+                if name.startswith(_STATISTICS):
+                    continue
                 if name == "paragraphs":  # the heuristics' rule: which pairs were judged per sentence
                     rows.append(f"| `{step['step']}` rule | per sentence for {d.get('sum', 0):g} pairs of paragraphs (several sentences a side); OpusFilter's sentence rule for the other pairs |")
                     continue
