@@ -82,9 +82,6 @@ FAULTS = ["wrong_language", "mislabelled_text", "copy", "truncation", "shuffled"
 # The defaults judge paragraphs per sentence (per_sentence), so whole articles run on the defaults.
 ARTICLE_LEVEL: dict = {}
 CACHE = ROOT / "outputs" / "bench-filters"
-# --neighbours N: earlier batches' kept pairs (a running sample of N per language pair) join each
-# batch as candidates (EmbeddingConsistencyFilter.neighbours); 0: the batch alone, as the jobs run.
-NEIGHBOURS = 0
 
 
 def sentence_units(codes: set[str]) -> dict:
@@ -282,7 +279,6 @@ def run(batches: list[list[dict]], settings: PairFilterSettings, round_trip: Ora
     blocks = pair_filters(settings)
     for block in blocks:
         if isinstance(block, EmbeddingConsistencyFilter):
-            block.neighbours = NEIGHBOURS
             block.embedder = CachedEmbedder(block.embedder, CACHE / (re.sub(r"[^\w.-]+", "_", block.embedder.name) + ".npz"))
             block.embedder.warm([row[side] for rows in batches for row in rows for side in ("text", "translation")])
     judged = []
@@ -412,11 +408,7 @@ def main() -> None:
                         help="the round trip after the filters, answered by the test server's oracle (as --round-trip of synth backtranslate)")
     parser.add_argument("--round-trip-min-chrf", type=float, default=40.0)
     parser.add_argument("--dump", type=Path, help="write every judged row (scores, verdicts) to this Parquet file")
-    parser.add_argument("--neighbours", type=int, default=0,
-                        help="score each batch against a running sample of this many earlier kept pairs too (0: the batch alone)")
     args = parser.parse_args()
-    global NEIGHBOURS
-    NEIGHBOURS = args.neighbours
     langs, pivots = args.langs.split(","), args.pivots.split(",")
     settings = BacktranslateSettings(**{**ARTICLE_LEVEL, "round_trip": args.round_trip, **parse_set(args.set)})
     changed = {k: v for k, v in settings.model_dump().items() if k in PairFilterSettings.model_fields and v != PairFilterSettings.model_fields[k].get_default(call_default_factory=True)}

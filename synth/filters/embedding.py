@@ -252,7 +252,6 @@ class EmbeddingConsistencyFilter:
         small_batch_min_cosine: float | None = SMALL_BATCH_MIN_COSINE,
         min_null_z: PerLanguage | float | None = 1.0,
         borderline: bool = False,
-        neighbours: int = 0,
     ):
         self.embedder = embedder
         self.center = center
@@ -267,34 +266,20 @@ class EmbeddingConsistencyFilter:
         # with `borderline` set, for that judge to decide (see `undecided`).
         self.borderline = borderline
         self.derived_thresholds: dict[str, float] = {}
-        self.neighbours = neighbours
-        self._pool: dict[tuple[str, str], list[tuple]] = {}
-        self._seen: dict[tuple[str, str], int] = {}
-        self._rng = None
 
     def judge(self, rows: list[dict]) -> list[str | None]:
         texts = self.embedder.encode([row["text"] for row in rows])
         translations = self.embedder.encode([row["translation"] for row in rows])
-        n = len(rows)
-        # Neighbours drawn across chunks (`neighbours` > 0): earlier chunks' kept pairs join this
-        # chunk's as candidates, so a chunk of related texts, or a small one, has unrelated pairs
-        # to be measured against.
-        pool = self._neighbours_for(rows) if self.neighbours else []
-        if pool:
-            texts = np.vstack([texts, [p[2] for p in pool]])
-            translations = np.vstack([translations, [p[3] for p in pool]])
-        text_langs = [row["lang"] for row in rows] + [p[4] for p in pool]
-        pivot_langs = [row["pivot_lang"] for row in rows] + [p[5] for p in pool]
         similarity = texts @ translations.T
-        cosines = np.diag(similarity)[:n]
-        batch_scores = len(texts) >= self.min_batch
+        cosines = np.diag(similarity)
+        batch_scores = len(rows) >= self.min_batch
         if batch_scores and self.center:
-            similarity = centered(texts, text_langs) @ centered(translations, pivot_langs).T
-        margins = ratio_margin(similarity, self.k)[:n] if batch_scores else np.full(n, np.nan)
-        ranks = partner_ranks(similarity)[:n] if batch_scores else [None] * n
-        zs = null_z(similarity)[:n] if batch_scores else np.full(n, np.nan)
-        raw = (texts[:n], translations[:n])
-        similarity = similarity[:n, :n]
+            similarity = centered(texts, [row["lang"] for row in rows]) @ centered(
+                translations, [row["pivot_lang"] for row in rows]
+            ).T
+        margins = ratio_margin(similarity, self.k) if batch_scores else np.full(len(rows), np.nan)
+        ranks = partner_ranks(similarity) if batch_scores else [None] * len(rows)
+        zs = null_z(similarity) if batch_scores else np.full(len(rows), np.nan)
         for row, cosine, margin, rank, z in zip(rows, cosines, margins, ranks, zs):
             row["consistency"] = round(float(cosine), 6)
             row["null_z"] = None if math.isnan(z) else round(float(z), 4)
@@ -335,32 +320,7 @@ class EmbeddingConsistencyFilter:
                 row["borderline"], verdict = True, None
             verdicts.append(verdict)
         self._statistics(rows, langs, similarity if batch_scores else None, verdicts)
-        if self.neighbours:
-            self._remember(rows, verdicts, *raw)
         return verdicts
-
-    def _neighbours_for(self, rows: list[dict]) -> list[tuple]:
-        seen = {row["text"] for row in rows} | {row["translation"] for row in rows}
-        keys = dict.fromkeys((row["lang"], row["pivot_lang"]) for row in rows)
-        return [p for key in keys for p in self._pool.get(key, []) if p[0] not in seen and p[1] not in seen]
-
-    def _remember(self, rows: list[dict], verdicts: list, texts: np.ndarray, translations: np.ndarray) -> None:
-        """A running sample (reservoir) of up to `neighbours` kept pairs per language pair."""
-        import random
-
-        rng = self._rng or random.Random(0)
-        self._rng = rng
-        for row, verdict, t, u in zip(rows, verdicts, texts, translations):
-            if verdict is not None or row.get("borderline"):
-                continue
-            key = (row["lang"], row["pivot_lang"])
-            pool = self._pool.setdefault(key, [])
-            self._seen[key] = self._seen.get(key, 0) + 1
-            item = (row["text"], row["translation"], t, u, row["lang"], row["pivot_lang"])
-            if len(pool) < self.neighbours:
-                pool.append(item)
-            elif (j := rng.randrange(self._seen[key])) < self.neighbours:
-                pool[j] = item
 
     def _statistics(self, rows: list[dict], langs: list[str], similarity: np.ndarray | None, verdicts: list) -> None:
         """Per language, what this chunk's decision stood on (synth.filters.report sums or ranges
