@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 # embedder, published to outputs/demo-zu-en.
 demo: install
 	$(VENV)/bin/synth backtranslate synth/data/udhr/zul.txt --lang zu --pivot en --segment sentence \
-		--limit 24 --max-tokens 64 --out outputs/demo-zu-en
+		--limit 8 --max-tokens 48 --out outputs/demo-zu-en
 
 # Two workers, one test file each at a time (a file's servers and fixtures stay in one process).
 test: install

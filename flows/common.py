@@ -50,6 +50,7 @@ from pydantic.fields import FieldInfo
 from synth.config import validation_message
 from synth.generate.backends import FatalError
 from synth.job import Chunk, ChunkedJob, ChunkResult
+from synth.plan import plan_job
 from synth.read import CorpusError
 from synth.redact import install_log_filter
 
@@ -298,8 +299,13 @@ def _run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramet
     try:
         # A first pass over the corpus gives the total for the progress bar, and finds bad input
         # before any request is sent.
-        total = planned_work(job, job_class(config).segments())
+        # The plan (what `synth ... --dry-run` prints: requests, tokens, cost) is the run's first
+        # artifact, before any request is sent.
+        plan = plan_job(job_class(config))
+        total = plan.requests if job.generates else plan.records
         dataset = artifact_key(job.task, config.out.name)
+        create_markdown_artifact(key=artifact_key(dataset, "plan"), markdown=plan.markdown(), description=f"Plan of this {job.task} run: requests, tokens, cost")
+        logger.info("plan: %s", "; ".join(line.strip() for line in plan.lines()[1:]))
         unit = "requests answered (by the endpoint or from the generation cache)" if job.generates else "records filtered"
         progress = Progress(artifact_key(dataset, "progress"), total, unit)
         logger.info(

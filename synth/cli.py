@@ -678,11 +678,12 @@ def job_command(options: Callable, model: type) -> Callable:
     decorated function gets the validated config and the run options."""
 
     def decorate(run: Callable) -> Callable:
-        own = [_paneled(parameter, model) for parameter in inspect.signature(options).parameters.values()]
+        own = [_paneled(parameter, model).replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in inspect.signature(options).parameters.values()]
         order = ["Input", "Model and endpoint", "Filters", "Output and Hub", "Evaluation"]
         own.sort(key=lambda parameter: order.index(_panel(parameter)) if _panel(parameter) in order else len(order))
 
         def command(**kwargs) -> None:
+            context = kwargs.pop("ctx")
             run_options = {parameter.name: kwargs.pop(parameter.name) for parameter in _run_options()}
             _job_file["settings"], _job_file["given"] = None, set()
             if run_options["config"] is not None:
@@ -692,10 +693,10 @@ def job_command(options: Callable, model: type) -> Callable:
                     _job_file["settings"] = load_job_file(run_options["config"], model)
                 except JobFileError as error:
                     _fail(str(error))
-                context = click.get_current_context()
                 _job_file["given"] = {
                     _FIELD_OF.get(name, name) for name in kwargs
-                    if context.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+                    # by name: typer may hand over its own copy of click's ParameterSource
+                    if getattr(context.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
                 }
             if run_options["log_format"] not in ("text", "json"):
                 _fail(f"--log-format {run_options['log_format']!r}: text or json")
@@ -705,7 +706,8 @@ def job_command(options: Callable, model: type) -> Callable:
                 _job_file["settings"], _job_file["given"] = None, set()
             run(config, RunOptions(**run_options))
 
-        command.__signature__ = inspect.Signature([*own, *_run_options()])
+        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        command.__signature__ = inspect.Signature([context, *own, *_run_options()])
         command.__name__ = run.__name__
         command.__doc__ = run.__doc__
         return command
@@ -878,6 +880,36 @@ def dry_run(job, run: RunOptions) -> None:
         print("\n".join(plan.lines()))
 
 
+def print_small_model_story(stats: dict, published, config, rows: str) -> None:
+    """The in-process default model (the demo's): what passed, why so little, and the one command
+    that runs the same job against a real model."""
+    from collections import Counter
+
+    from synth.languages import language_name
+
+    reasons: Counter = Counter()
+    for steps in stats["funnel"].values():
+        for step in steps:
+            if step["step"] != "read":
+                reasons.update({f"{step['step']} ({reason})" if reason != step["step"] else step["step"]: n for reason, n in step["dropped"].items()})
+    made = sum(step["in"] for steps in stats["funnel"].values() for step in steps if step["step"] == "generate")
+    top = ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common(4)) or "none"
+    console.print(
+        f"\n[bold]What this shows.[/] {published.kept_rows} of {made} {rows} passed. The in-process default model "
+        f"(SmolLM2-135M, 135M parameters, English-centric) cannot translate {language_name(config.lang)}: the filters dropped "
+        f"its answers for what they are (most: {top}; every drop with its reason in {published.out_dir}/rejects/). "
+        "The pipeline is real, the data is not.", highlight=False,
+    )
+    command = [arg for arg in sys.argv[1:]]
+    console.print(
+        "[bold]The same job against a real model[/] (an OpenAI-compatible endpoint: vLLM, llama.cpp, Ollama, OpenAI; the key, "
+        "if any, in $OPENAI_API_KEY):\n  "
+        + escape(shlex.join(["synth", *command, "--base-url", "http://HOST:8000/v1", "--model", "Qwen/Qwen2.5-7B-Instruct"]))
+        + "\n  (add --dry-run first to see the requests, tokens and, with --price-input/--price-output, the cost)",
+        highlight=False, soft_wrap=True,
+    )
+
+
 def _run_job(job_class: type, config, doing: str, rows: str, run: RunOptions, small_model_hint: str) -> None:
     """Run a job in this process with a progress line, then print its funnel and what it wrote."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -964,7 +996,9 @@ def _run_job(job_class: type, config, doing: str, rows: str, run: RunOptions, sm
     console.print(summary + f"{time.time() - started:.1f} s", highlight=False)
     console.print(f"dataset: {published.out_dir}/ (README.md, stats.json, plots/; configs {config_summary(published)})", highlight=False)
     print_hub_push(published.hub)
-    if published.kept_rows == 0:
+    if job_class.generates and getattr(config, "backend", None) == "transformers" and config.model is None:
+        print_small_model_story(stats, published, config, rows)
+    elif published.kept_rows == 0:
         hint = small_model_hint if not getattr(config, "base_url", None) else ""
         console.print(f"[yellow]No row passed the filters; the reasons are in {published.out_dir}/rejects/.{hint}[/]", highlight=False)
     if "results" in evaluation:

@@ -434,6 +434,8 @@ class ChunkedJob:
                 return _vllm_backend(self.model_name, json.dumps(c.vllm_args, sort_keys=True))
             except FatalError as error:
                 raise GenerationAborted(str(error)) from error
+        if _local_backend.cache_info().currsize == 0:
+            log.info("loading the in-process model %s (transformers, CPU; the first run converts the packaged GGUF: about a minute)", c.model or SMOLLM2_MODEL_NAME)
         return _local_backend(c.model)
 
     def planned_requests(self, chunk: Chunk) -> list[tuple[Segment, Request, str]]:

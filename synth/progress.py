@@ -66,13 +66,15 @@ class RunProgress:
             if stage == self.stage:
                 return
             self.stage, self.stage_started = stage, time.monotonic()
+            if stage == "generate":  # the rate counts from here: a model's first answers may come late, and in batches
+                self._rate_from = (self.stage_started, self.done)
         self._log(self.snapshot("stage"))
         self._changed()
 
     def advance(self, count: int) -> None:
         with self._lock:
             if self._rate_from is None:
-                self._rate_from = (time.monotonic(), self.done)
+                self._rate_from = (self.stage_started, self.done)
             self.done += count
         self._changed()
 

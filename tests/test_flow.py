@@ -94,6 +94,10 @@ def test_flow_backtranslates_in_chunks_and_leaves_artifacts(
     assert [(row["step"], row["in"], row["out"]) for row in table] == [(s["step"], s["in"], s["out"]) for s in funnel]
     card_artifact = next(a for a in by_type["markdown"] if "card" in (a.key or ""))
     assert card_artifact.data == (out / "README.md").read_text(encoding="utf-8")
+    # Issue 14: the plan (the dry run's figures) is the run's first artifact, before any request.
+    plan_artifact = next(a for a in by_type["markdown"] if "plan" in (a.key or ""))
+    assert min(mine, key=lambda a: a.created) == plan_artifact
+    assert "| requests |" in plan_artifact.data and "prompt tokens" in plan_artifact.data
 
 
 def test_bad_parameter_fails_the_run_before_any_request(
