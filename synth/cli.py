@@ -900,7 +900,15 @@ def print_small_model_story(stats: dict, published, config, rows: str) -> None:
         f"its answers for what they are (most: {top}; every drop with its reason in {published.out_dir}/rejects/). "
         "The pipeline is real, the data is not.", highlight=False,
     )
-    command = [arg for arg in sys.argv[1:]]
+    # The demo's own caps (--limit, --max-tokens) are for a CPU: a real model gets the whole job.
+    command, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--limit", "--max-tokens"):
+            skip = True
+        elif not arg.startswith(("--limit=", "--max-tokens=")):
+            command.append(arg)
     console.print(
         "[bold]The same job against a real model[/] (an OpenAI-compatible endpoint: vLLM, llama.cpp, Ollama, OpenAI; the key, "
         "if any, in $OPENAI_API_KEY):\n  "
