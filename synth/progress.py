@@ -40,7 +40,7 @@ class RunProgress:
 
     def __init__(self, task: str, unit: str = "requests", every: float | None = None):
         self.task, self.unit, self.every = task, unit, every
-        self.stage = "read"
+        self.stage = "start"  # until the output folder is checked and locked: an error there is the only line
         self.total: int | None = None
         self.done = 0
         self.chunks = 0
@@ -118,6 +118,7 @@ class RunProgress:
         if s["event"] == "stage":  # where the run is going, said once
             plan = f"{s['total']:,} {s['unit']} in {s['chunks']} chunk{'s' * (s['chunks'] != 1)}" if s["total"] is not None else ""
             return {
+                "start": "start: checking the output folder",
                 "read": "read: reading the corpus to plan the run",
                 "generate": f"generate: {plan} to answer (from the cache or the model)",
                 "filter": f"filter: {s['done']:,} {s['unit']} in; the filters finish the last chunks ({s['chunks_staged']}/{s['chunks']} staged)" if s["total"] is not None and s["unit"] == "requests" else f"filter: {plan}",
@@ -143,7 +144,7 @@ class RunProgress:
 
     # --- the periodic line -------------------------------------------------------------------------
     def __enter__(self) -> "RunProgress":
-        self._log(self.snapshot("stage"))  # the first stage: reading the corpus
+        self._last_line = time.monotonic()
         if self.every:
             self._ticker = threading.Thread(target=self._tick, name="synth-progress", daemon=True)
             self._ticker.start()
@@ -160,7 +161,7 @@ class RunProgress:
 
     def _tick(self) -> None:
         while not self._stop.wait(min(self.every, 1.0)):
-            if time.monotonic() - self._last_line >= self.every:  # a stage's line counts as one
+            if self.stage != "start" and time.monotonic() - self._last_line >= self.every:  # a stage's line counts as one
                 self._log(self.snapshot())
 
 

@@ -53,6 +53,7 @@ def bantu(tmp_path_factory: pytest.TempPathFactory, synth_env: dict) -> tuple[Pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # two trainings of 80 s on 2 quiet cores; under CI's second worker, several times that
 def test_a_student_trained_on_real_pairs_gains_and_one_trained_on_shuffled_pairs_does_not(bantu, synth_env: dict) -> None:
     dataset, held_out, train = bantu
     # The defaults (8 epochs at length 128): about 80 s a training on 2 quiet cores (bench/evaluate.py).
@@ -169,12 +170,15 @@ def test_a_dataset_on_the_hub_is_evaluated_by_its_repo_id(bantu, tmp_path: Path,
         assert pushed.returncode == 0, pushed.stderr
         done = synth(
             "evaluate", "synth-test/bantu-en", "--eval", str(held_out), "--out", str(tmp_path / "results"),
-            "--epochs", "1", "--max-seq-length", "32", env=env,
+            "--epochs", "1", "--max-seq-length", "32", "--objective", "distill", env=env,
         )
         missing = synth("evaluate", "synth-test/no-such-repo", "--eval", str(held_out), env=env)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results" / "results.json").read_text(encoding="utf-8"))
     assert results["dataset"] == "synth-test/bantu-en" and results["train_pairs"] == len(train)
+    # Multilingual distillation, the teacher being the student's starting weights.
+    assert (results["objective"], results["teacher"]) == ("distill", "sentence-transformers/all-MiniLM-L6-v2")
+    assert results["training"]["finetuned"]["steps"] > 0
     assert "results:" in flat(done.stderr) and "Evaluation section" not in flat(done.stderr)
     assert missing.returncode == 2 and "synth-test/no-such-repo: no such dataset on the Hub" in flat(missing.stderr)
 
@@ -193,7 +197,7 @@ def test_a_queries_dataset_is_scored_by_query_to_passage_recall(tmp_path: Path, 
             "--lid-detectors", "none", "--splits", "test=10", env=synth_env,
         )
     assert made.returncode == 0, made.stderr
-    done = synth("evaluate", str(out), "--epochs", "1", "--max-seq-length", "64", env=synth_env)
+    done = synth("evaluate", str(out), "--epochs", "1", "--max-seq-length", "64", "--save-model", str(tmp_path / "student"), env=synth_env)
     assert done.returncode == 0, done.stderr
     results = json.loads((out / "eval" / "results.json").read_text(encoding="utf-8"))
     assert results["kind"] == "queries" and (results["lang"], results["pivot_lang"]) == ("zu", "en")
@@ -203,6 +207,8 @@ def test_a_queries_dataset_is_scored_by_query_to_passage_recall(tmp_path: Path, 
         assert set(test[method]) == {"recall_at_10", "mrr_at_10"}
         assert 0 < test[method]["mrr_at_10"] <= test[method]["recall_at_10"] <= 1
     assert "recall@10" in flat(done.stderr)
+    # --save-model: the fine-tuned student, loadable as it is.
+    assert (tmp_path / "student" / "modules.json").is_file() and (tmp_path / "student" / "config.json").is_file()
 
 
 def test_backtranslate_with_evaluate_publishes_then_evaluates_in_one_run(tmp_path: Path, synth_env: dict) -> None:
