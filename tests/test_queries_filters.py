@@ -64,11 +64,17 @@ def scripted_run(tmp_path_factory):
         corpus=[str(corpus)], lang="sw", out=folder / "out", base_url=["http://127.0.0.1:1/v1"], model=MODEL,
         kinds=["keyword"], embedder=NO_EMBEDDER, lid_detectors=[], splits="train=1",
     )
+    return run_twice(config, answers)
+
+
+def run_twice(config: QueriesConfig, answers: Path):
+    """The job against a test server answering from `answers`, then again with another filter
+    setting (the chunk is redone, every answer, the unusable ones kept, from the cache): the config
+    run, both runs' stats and the prompts the server had seen after each."""
     with start_server("--answers", str(answers)) as server:
         config = config.model_copy(update={"base_url": [server.base_url]})
         _, stats = QueriesJob(config).run()
         sent = server.stats()["prompts"]
-        # Another filter setting: the chunk is redone, every answer (the unusable ones kept) from the cache.
         _, again = QueriesJob(config.model_copy(update={"max_copied_span": 0.8})).run()
         sent_again = server.stats()["prompts"]
     return config, stats, sent, again, sent_again

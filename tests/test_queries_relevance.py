@@ -20,11 +20,12 @@ from synth.data import udhr_articles, udhr_path
 from synth.filters.base import FilterChain
 from synth.generate.tasks.queries import QueryPrompt
 from synth.generate.tasks.relevance import RelevancePrompt, parse_relevance
-from synth.queries import QueriesJob, RelevanceCheck, query_filters
+from synth.queries import RelevanceCheck, query_filters
 from synth.read import record_id
 from synth.testing.openai_server import UdhrOracle, prompt_key
 from synth.testing.oracles import RelevanceOracle
-from synth.testing.server_process import start_server
+
+from test_queries_filters import run_twice
 
 ZULU, ENGLISH = udhr_articles("zul"), udhr_articles("eng")
 
@@ -134,14 +135,8 @@ def relevance_run(tmp_path_factory):
         model="udhr-oracle", kinds=["question"], lid_detectors=[], splits="train=1",
         relevance_low=0.0, relevance_high=1.0,  # every query below the top 1 is asked
     )
-    with start_server("--answers", str(answers)) as server:
-        config = config.model_copy(update={"base_url": [server.base_url]})
-        _, stats = QueriesJob(config).run()
-        sent = server.stats()["prompts"]
-        # Another filter setting: the chunk is redone, both kinds of answer from the cache.
-        _, again = QueriesJob(config.model_copy(update={"max_copied_span": 0.8})).run()
-        sent_again = server.stats()["prompts"]
-    return config, stats, sent, again, sent_again
+    # Run, then run with another filter setting: the chunk is redone, both kinds of answer from the cache.
+    return run_twice(config, answers)
 
 
 def test_the_job_asks_the_undecided_and_counts_it(relevance_run):
