@@ -66,7 +66,7 @@ def table(results: dict) -> str:
 def section(results: dict, folder: Path | None) -> str:
     s = results["settings"]
     training = results["training"]
-    excluded = ", ".join(
+    excluded = "; ".join(
         f"{e['name']}: {e['excluded_overlap']} sharing a text with the training pairs, {e['excluded_duplicates']} repeats"
         for e in results["eval"]
     )
@@ -87,7 +87,7 @@ def section(results: dict, folder: Path | None) -> str:
     return (
         f"{BEGIN}\n## Evaluation\n\n"
         f"What these pairs are worth downstream: the student `{results['student']}` trained on the `pairs` train split "
-        f"({results['train_pairs']} pairs) with {objective}, {s['epochs']} epochs, batch {s['batch_size']}, learning rate "
+        f"({results['train_pairs']} pairs) with {objective}, {s['epochs']} epoch{'s' * (s['epochs'] != 1)}, batch {s['batch_size']}, learning rate "
         f"{s['learning_rate']}, max length {s['max_seq_length']}, seed {s['seed']}, on the {s['device'].upper()} "
         f"({trained}). Methods: the student untouched, an orthogonal Procrustes map fitted on the training pairs' "
         f"embeddings, and the fine-tuned student. Metrics: {metric}. Every evaluation pair that shares a text with "
