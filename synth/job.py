@@ -160,6 +160,7 @@ def _filter_stats_dict(stats: FilterStats) -> dict:
     return {
         "in": dict(stats.rows_in), "out": dict(stats.rows_out), "dropped": {k: dict(v) for k, v in stats.reasons.items()},
         "derived": dict(stats.derived),  # thresholds the filter derived from the chunk (a percentile)
+        "seconds": round(stats.seconds, 4),  # the filter's own time on the chunk
     }
 
 
@@ -692,6 +693,7 @@ class ChunkedJob:
                     part.reasons[language].update(reasons)
                 for threshold, values in data.get("derived", {}).items():
                     part.derived[threshold].extend(values)
+                part.seconds = data.get("seconds", 0.0)  # chunks staged by an older synth have none
                 steps.setdefault(name, FilterStats()).merge(part)
         read_dropped = {
             kind: read[key] for kind, key in
@@ -751,6 +753,9 @@ class ChunkedJob:
                 "prompt_tokens": this_run.spent_prompt_tokens,
                 "completion_tokens": this_run.spent_completion_tokens,
                 **({"cost_usd": run_cost} if run_cost is not None else {}),
+                # Each filter's own time over the dataset's chunks (here, not in stats.json: the same
+                # data must publish the same bytes, and timings never repeat).
+                "filter_seconds": {name: round(step.seconds, 3) for name, step in steps.items()},
             },
         }
 

@@ -27,9 +27,13 @@ PAIRS = GOOD + list(FAULTS.values())
 
 
 def load(out, config: str | None = None):
-    # A cache of its own: `datasets` keys its cache of a local folder by the folder's name, so two
-    # folders called "out" would otherwise share one.
-    return load_dataset(str(out), config, split="train", cache_dir=str(out.parent / "hf-cache"))
+    """Every split of a config as one Dataset (small datasets have held-out splits of a few rows).
+    A cache of its own: `datasets` keys its cache of a local folder by the folder's name, so two
+    folders called "out" would otherwise share one."""
+    from datasets import concatenate_datasets
+
+    splits = load_dataset(str(out), config, cache_dir=str(out.parent / "hf-cache"))
+    return concatenate_datasets([splits[name] for name in sorted(splits)])
 
 
 def write(path, fmt: str) -> list[str]:

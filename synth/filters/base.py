@@ -7,6 +7,7 @@ whose thresholds are derived from the batch (a percentile) reports the values it
 `derived_thresholds`; the chain keeps them per batch, so stats and the card can say what was cut.
 """
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,8 +61,10 @@ class FilterStats:
     rows_out: Counter = field(default_factory=Counter)
     reasons: dict = field(default_factory=lambda: defaultdict(Counter))
     derived: dict = field(default_factory=lambda: defaultdict(list))  # threshold -> value per batch
+    seconds: float = 0.0  # time spent judging (the filter's own cost)
 
     def merge(self, other: "FilterStats") -> None:
+        self.seconds += other.seconds
         self.rows_in.update(other.rows_in)
         self.rows_out.update(other.rows_out)
         for lang, counts in other.reasons.items():
@@ -94,7 +97,9 @@ class FilterChain:
             stats = self.stats[block.name]
             for row in rows:
                 stats.rows_in[row[self.lang_key]] += 1
+            started = time.perf_counter()
             verdicts = block.judge(rows) if rows else []
+            stats.seconds += time.perf_counter() - started
             if len(verdicts) != len(rows):
                 raise RuntimeError(f"filter {block.name} returned {len(verdicts)} verdicts for {len(rows)} rows")
             if rows:

@@ -430,8 +430,8 @@ def _citation_section(info: CardInfo, pretty_name: str) -> str:
     version = f" {info.synth_version}" if info.synth_version else ""
     return (
         "## Citation\n\nIf you use this dataset, cite it and its source:\n\n```bibtex\n"
-        f"@misc{{{key},\n  title = {{{pretty_name}}},\n  note = {{{where}; made with synth{version}, "
-        f"generator {info.model or 'none'}}},\n}}\n```"
+        f"@misc{{{key},\n  title = {{{pretty_name}}},\n  note = {{{where}; made with synth{version}"
+        + (f", generator {info.model}" if info.model else "") + "},\n}\n```"
     )
 
 
