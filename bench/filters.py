@@ -16,9 +16,9 @@ is drawn; 15 stay good pairs (the article, its pivot translation) and 9 get a fa
 - other_article: the translation of an article that is not in the batch (fluent, unrelated).
 
 Each batch goes through the filter chain the jobs build (synth.filters.pairs, one chunk), with the
-default settings except that the pairs are whole articles (up to 129 words and 8 sentences), so
-the two sentence-level bounds are off (max_words, min_terminal_punctuation; `--set` turns them
-back on). Printed: per language the share of good pairs kept and of bad pairs dropped, per fault
+default settings (pairs of whole articles, up to 129 words and 8 sentences, are judged per sentence
+by the length and terminal-punctuation rules; `--set per_sentence=false` for OpusFilter's rules on
+the whole segment), then through the round trip (`--round-trip`, the oracle below). Printed: per language the share of good pairs kept and of bad pairs dropped, per fault
 kind the share dropped and by which filter, what dropped good pairs, and the embedding scores'
 separation. With --lid-sentences, the detectors' accuracy on single UDHR sentences per language.
 
