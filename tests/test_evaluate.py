@@ -250,3 +250,29 @@ def test_the_rejects_ablation_trains_on_kept_and_rejected_pairs_but_never_on_hel
     assert results["rejects_left_out"] >= 1 and results["rejects_added"] + results["rejects_left_out"] == len(rejected)
     assert set(results["eval"][0]) >= {"base", "procrustes", "finetuned", "finetuned_with_rejects"}
     assert "fine-tuned on kept + rejected" in flat(done.stderr)
+
+
+def test_length_grouped_batches_cover_every_pair_once_never_repeat_a_text_and_vary_by_seed_and_epoch() -> None:
+    import random
+
+    from synth.evaluate.student import length_grouped_sampler
+
+    lengths = [random.Random(i).randint(10, 120) for i in range(100)]
+    texts = [(f"s{i}", "shared" if i in (3, 7) else f"t{i}") for i in range(100)]  # two pairs share a text
+    sampler = length_grouped_sampler(lengths, texts)
+
+    def batches(seed: int, epoch: int) -> list[list[int]]:
+        batch_sampler = sampler(list(range(100)), batch_size=16, drop_last=False, seed=seed)
+        batch_sampler.set_epoch(epoch)
+        return [list(batch) for batch in batch_sampler]
+
+    first = batches(0, 0)
+    assert sorted(i for batch in first for i in batch) == list(range(100))
+    assert not any({3, 7} <= set(batch) for batch in first)
+    assert first == batches(0, 0)  # deterministic
+    # The in-batch negatives change with the epoch and the seed (a small dataset is one pool).
+    as_sets = lambda runs: {frozenset(batch) for batch in runs}  # noqa: E731
+    assert as_sets(first) != as_sets(batches(0, 1)) and as_sets(first) != as_sets(batches(1, 0))
+    # Batches still group by length: far less spread than random batches.
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
+    assert spread < 55  # random batches of 16 from 10-120 spread ~95
