@@ -164,6 +164,8 @@ def test_languages_table_chooses_pycld2_for_zulu(synth_env: dict) -> None:
 
 # Config fields whose CLI option has another name: repeatable KEY=VALUE options, one per item.
 CLI_NAMES = {"vllm_args": "vllm_arg", "scripts": "script"}
+# Options of how the command runs (a job file, dry run, logging), not job settings.
+CLI_RUN_OPTIONS = {"config", "dry_run", "verbose", "quiet", "log_format", "log_every"}
 
 
 def test_every_config_field_is_a_cli_option_and_a_flow_parameter_with_the_same_default(
@@ -184,8 +186,7 @@ def test_every_config_field_is_a_cli_option_and_a_flow_parameter_with_the_same_d
     # The CLI: the options of `synth backtranslate`, and the config its defaults make.
     command = typer.main.get_command(app).commands["backtranslate"]
     # Besides the settings: how the command runs (--config, --dry-run, -v/-q, --log-format, --log-every).
-    run_options = {"config", "dry_run", "verbose", "quiet", "log_format", "log_every"}
-    cli_params = {param.name for param in command.params} - run_options
+    cli_params = {param.name for param in command.params} - CLI_RUN_OPTIONS
     cli_config = validated(parse_config(backtranslate_config, [ZUL, "--lang", "zu"]))
     assert set(CLI_NAMES.get(name, name) for name in fields) == cli_params
     for name in fields:

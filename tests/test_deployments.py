@@ -193,7 +193,7 @@ def test_run_of_a_killed_worker_resumes_without_repeating_requests_and_publishes
     assert len(kept) >= 18  # the oracle's answers are the real English articles
     assert sum(split.num_rows for split in load_dataset(str(out)).values()) == len(kept)
     artifacts = {artifact["key"].removeprefix("backtranslate-zu-en-"): artifact["data"] for artifact in left["artifacts"]}
-    assert sorted(artifacts) == ["card", "funnel-zu", "hub", "progress"]
+    assert sorted(artifacts) == ["card", "funnel-zu", "hub", "plan", "progress"]
     assert artifacts["progress"] == 100
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     funnel = json.loads(artifacts["funnel-zu"])

@@ -247,14 +247,14 @@ def test_config_cli_and_flow_take_the_same_parameters_and_defaults(prefect_home)
     defaults = validated(QueriesConfig(**required))
 
     command = typer.main.get_command(app).commands["queries"]
-    assert {"vllm_arg" if name == "vllm_args" else name for name in fields} == {param.name for param in command.params}
+    from test_cli import CLI_RUN_OPTIONS, flow_default
+
+    assert {"vllm_arg" if name == "vllm_args" else name for name in fields} == {param.name for param in command.params} - CLI_RUN_OPTIONS
     assert validated(parse_config(queries_config, [corpus, "--lang", "sw"])) == defaults
 
     signature = inspect.signature(flows.queries.fn)
     assert set(signature.parameters) == set(fields) | set(RunOptions.model_fields)
     # None stands for the config's default where a field cannot be None (kinds, base_url, ...).
-    from test_cli import flow_default
-
     defaults_given = {name: flow_default(p) for name, p in signature.parameters.items() if name in fields}
     given = {name: value for name, value in defaults_given.items() if value not in (None, inspect.Parameter.empty)}
     assert validated(QueriesConfig(**required, **given)) == defaults
