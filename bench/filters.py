@@ -293,6 +293,21 @@ def run(batches: list[list[dict]], settings: PairFilterSettings, round_trip: Ora
     return judged
 
 
+def print_fault_kinds(judged: list[dict], width: int) -> dict[str, Counter]:
+    """Prints, per fault kind, the share of its rows dropped and by which filter; returns the counts
+    (fault -> stage, or "KEPT", -> rows)."""
+    print("## Per fault kind (dropped, and by which filter)\n")
+    faults = defaultdict(Counter)
+    for row in judged:
+        if row["fault"]:
+            faults[row["fault"]][row["stage"] or "KEPT"] += 1
+    for fault, stages in faults.items():
+        total = sum(stages.values())
+        caught = ", ".join(f"{stage} {n}" for stage, n in stages.most_common() if stage != "KEPT")
+        print(f"{fault:<{width}} {share(total - stages['KEPT'], total)} of {total:>4}   {caught}")
+    return faults
+
+
 def share(part: int, whole: int) -> str:
     return f"{100 * part / whole:5.1f}%" if whole else "    -"
 
@@ -322,15 +337,7 @@ def report(judged: list[dict], langs: list[str], tune: list[str]) -> dict:
             print(f"{'= ' + group:<22} {total['good']:>5} {share(total['good_kept'], total['good']):>7} "
                   f"{total['bad']:>5} {share(total['bad_dropped'], total['bad']):>8}\n")
 
-    print("## Per fault kind (dropped, and by which filter)\n")
-    faults = defaultdict(Counter)
-    for row in judged:
-        if row["fault"]:
-            faults[row["fault"]][row["stage"] or "KEPT"] += 1
-    for fault, stages in faults.items():
-        total = sum(stages.values())
-        caught = ", ".join(f"{stage} {n}" for stage, n in stages.most_common() if stage != "KEPT")
-        print(f"{fault:<17} {share(total - stages['KEPT'], total)} of {total:>4}   {caught}")
+    faults = print_fault_kinds(judged, width=17)
 
     print("\n## Per language and fault kind (dropped)\n")
     kinds = list(faults)

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from filters import LOW_RESOURCE, CachedEmbedder, parse_set, share  # noqa: E402  (the pairs benchmark's helpers)
+from filters import LOW_RESOURCE, CachedEmbedder, parse_set, print_fault_kinds, share  # noqa: E402  (the pairs benchmark's helpers)
 
 from synth.config import QueriesConfig  # noqa: E402
 from synth.data import udhr_articles, udhr_path  # noqa: E402
@@ -229,15 +229,7 @@ def report(judged: list[dict], derived: list[dict], langs: list[str], tune: list
                 print(f"{'= ' + group:<24} {total['good']:>5} {share(total['good_kept'], total['good']):>7} "
                       f"{total['bad']:>5} {share(total['bad_dropped'], total['bad']):>8}\n")
 
-    print("## Per fault kind (dropped, and by which filter)\n")
-    faults = defaultdict(Counter)
-    for row in judged:
-        if row["fault"]:
-            faults[row["fault"]][row["stage"] or "KEPT"] += 1
-    for fault, stages in faults.items():
-        total = sum(stages.values())
-        caught = ", ".join(f"{stage} {n}" for stage, n in stages.most_common() if stage != "KEPT")
-        print(f"{fault:<15} {share(total - stages['KEPT'], total)} of {total:>4}   {caught}")
+    print_fault_kinds(judged, width=15)
 
     print("\n## Per language and round-trip fault (dropped; alike / spread)\n")
     kinds = ["other_passage", "other_article", "generic"]

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from synth.config import NO_EMBEDDER, QueriesConfig
-from synth.data import udhr_articles, udhr_path
+from synth.data import udhr_path
 from synth.filters.base import FilterChain
 from synth.generate.tasks.queries import QueryPrompt
 from synth.generate.tasks.relevance import RelevancePrompt, parse_relevance
@@ -25,23 +25,7 @@ from synth.read import record_id
 from synth.testing.openai_server import UdhrOracle, prompt_key
 from synth.testing.oracles import RelevanceOracle
 
-from test_queries_filters import run_twice
-
-ZULU, ENGLISH = udhr_articles("zul"), udhr_articles("eng")
-
-
-def first_words(text: str, n: int = 14) -> str:
-    return " ".join(text.split(".")[0].split(";")[0].split()[:n])
-
-
-def question(article: int, passage: int | None = None, n: int = 14) -> dict:
-    """English article `article`'s first sentence asked for Zulu passage `passage` (default: its own)."""
-    zulu = ZULU[article if passage is None else passage]
-    return {
-        "id": f"{article}->{passage}", "query": first_words(ENGLISH[article], n), "passage": zulu,
-        "passage_id": record_id(zulu), "kind": "question", "lang": "zu", "query_lang": "en",
-    }
-
+from test_queries_filters import ENGLISH, ZULU, first_words, question, run_twice
 
 @pytest.fixture(scope="module")
 def embedder():
