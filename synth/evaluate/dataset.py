@@ -18,7 +18,7 @@ import yaml
 
 from synth.data import udhr_path
 from synth.languages import iso639_3, language_name
-from synth.read import CorpusError, normalize_text
+from synth.read import CorpusError
 
 # Bitext kinds of dataset: back-translation and filtered corpora; queries datasets pair a query with a passage.
 BITEXT, QUERIES = "bitext", "queries"

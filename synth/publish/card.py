@@ -417,7 +417,6 @@ def _limitations_section(info: CardInfo, stats: dict) -> str:
             f"- **Filter coverage.** The embedding checks use `{info.embedder}`, whose quality for {name} may be poor "
             "(docs/languages.md of synth has measurements): a bad pair can pass and a good one be dropped."
         )
-    kept = (stats.get("rows") or {}).get("kept")
     read = (stats.get("read") or {}).get("segments")
     if read:
         lines.append(f"- **Size and domain.** Made from {read:,} segments of the source files above; it covers their domain only.")
