@@ -312,8 +312,10 @@ def share(part: int, whole: int) -> str:
     return f"{100 * part / whole:5.1f}%" if whole else "    -"
 
 
-def report(judged: list[dict], langs: list[str], tune: list[str]) -> dict:
-    by_lang = defaultdict(lambda: Counter())
+def print_language_table(judged: list[dict], langs: list[str], tune: list[str], width: int) -> dict[str, dict]:
+    """Prints per language (tuned-on and held-out ones apart, each group's total after it) the good
+    rows kept and the bad ones dropped; returns those shares per language."""
+    by_lang = defaultdict(Counter)
     for row in judged:
         counts = by_lang[row["udhr"]]
         if row["fault"] is None:
@@ -322,20 +324,25 @@ def report(judged: list[dict], langs: list[str], tune: list[str]) -> dict:
         else:
             counts["bad"] += 1
             counts["bad_dropped"] += row["verdict"] is not None
-    print("\n## Per language (good pairs kept, bad pairs dropped)\n")
-    print(f"{'language':<22} {'good':>5} {'kept':>7} {'bad':>5} {'dropped':>8}")
+    print(f"{'language':<{width}} {'good':>5} {'kept':>7} {'bad':>5} {'dropped':>8}")
     summary = {}
     for group, members in (("tuned on", [l for l in langs if l in tune]), ("held out", [l for l in langs if l not in tune])):
         total = Counter()
         for lang in members:
             c = by_lang[lang]
             total.update(c)
-            print(f"{language_name(normalize_language(lang)) + ' (' + lang + ')':<22} {c['good']:>5} {share(c['good_kept'], c['good']):>7} "
+            print(f"{language_name(normalize_language(lang)) + ' (' + lang + ')':<{width}} {c['good']:>5} {share(c['good_kept'], c['good']):>7} "
                   f"{c['bad']:>5} {share(c['bad_dropped'], c['bad']):>8}")
             summary[lang] = {"good_kept": c["good_kept"] / c["good"], "bad_dropped": c["bad_dropped"] / c["bad"]}
         if members:
-            print(f"{'= ' + group:<22} {total['good']:>5} {share(total['good_kept'], total['good']):>7} "
+            print(f"{'= ' + group:<{width}} {total['good']:>5} {share(total['good_kept'], total['good']):>7} "
                   f"{total['bad']:>5} {share(total['bad_dropped'], total['bad']):>8}\n")
+    return summary
+
+
+def report(judged: list[dict], langs: list[str], tune: list[str]) -> dict:
+    print("\n## Per language (good pairs kept, bad pairs dropped)\n")
+    summary = print_language_table(judged, langs, tune, width=22)
 
     faults = print_fault_kinds(judged, width=17)
 

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from filters import LOW_RESOURCE, CachedEmbedder, parse_set, print_fault_kinds, share  # noqa: E402  (the pairs benchmark's helpers)
+from filters import LOW_RESOURCE, CachedEmbedder, parse_set, print_fault_kinds, print_language_table, share  # noqa: E402  (the pairs benchmark's helpers)
 
 from synth.config import QueriesConfig  # noqa: E402
 from synth.data import udhr_articles, udhr_path  # noqa: E402
@@ -54,7 +54,7 @@ from synth.filters.base import FilterChain  # noqa: E402
 from synth.filters.embedding import load_embedder  # noqa: E402
 from synth.filters.pairs import language_identifier  # noqa: E402
 from synth.filters.retrieval import RoundTripFilter  # noqa: E402
-from synth.languages import language_name, normalize_language  # noqa: E402
+from synth.languages import normalize_language  # noqa: E402
 from synth.queries import RelevanceCheck, query_filters  # noqa: E402
 from synth.read import record_id  # noqa: E402
 from synth.testing.openai_server import UdhrOracle  # noqa: E402
@@ -206,28 +206,9 @@ def report(judged: list[dict], derived: list[dict], langs: list[str], tune: list
         rows = [row for row in judged if condition is None or row["condition"] == condition]
         title = {"alike": "look-alike chunks (24 UDHR articles)", "spread": "spread chunks (12 least alike articles)", None: "both"}[condition]
         print(f"\n## Per language, {title}: good queries kept, bad dropped\n")
-        print(f"{'language':<24} {'good':>5} {'kept':>7} {'bad':>5} {'dropped':>8}")
-        by_lang = defaultdict(Counter)
-        for row in rows:
-            c = by_lang[row["udhr"]]
-            if row["fault"] is None:
-                c["good"] += 1
-                c["good_kept"] += row["verdict"] is None
-            else:
-                c["bad"] += 1
-                c["bad_dropped"] += row["verdict"] is not None
-        for group, members in (("tuned on", [l for l in langs if l in tune]), ("held out", [l for l in langs if l not in tune])):
-            total = Counter()
-            for lang in members:
-                c = by_lang[lang]
-                total.update(c)
-                print(f"{language_name(normalize_language(lang)) + ' (' + lang + ')':<24} {c['good']:>5} {share(c['good_kept'], c['good']):>7} "
-                      f"{c['bad']:>5} {share(c['bad_dropped'], c['bad']):>8}")
-                if condition is None:
-                    summary[lang] = {"good_kept": c["good_kept"] / c["good"], "bad_dropped": c["bad_dropped"] / c["bad"]}
-            if members:
-                print(f"{'= ' + group:<24} {total['good']:>5} {share(total['good_kept'], total['good']):>7} "
-                      f"{total['bad']:>5} {share(total['bad_dropped'], total['bad']):>8}\n")
+        shares = print_language_table(rows, langs, tune, width=24)
+        if condition is None:
+            summary = shares
 
     print_fault_kinds(judged, width=15)
 
