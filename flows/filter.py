@@ -34,6 +34,4 @@ def filter_pairs(**parameters) -> dict:
 
 
 if __name__ == "__main__":
-    from synth.cli import filter_config
-
-    main(filter_pairs, filter_config, "pairs")
+    main(filter_pairs, FilterConfig, "pairs")

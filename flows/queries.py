@@ -30,6 +30,4 @@ def queries(**parameters) -> dict:
 
 
 if __name__ == "__main__":
-    from synth.cli import queries_config
-
-    main(queries, queries_config, "queries")
+    main(queries, QueriesConfig, "queries")

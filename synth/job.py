@@ -2,11 +2,12 @@
 
 A task (back-translation, queries, ...) subclasses `ChunkedJob` and says what is particular to it:
 the requests a segment makes, the rows an answer gives, its filter chain, its schemas and its card.
-The rest is here: `chunks()` streams the corpus in chunks with stable keys; `process_chunk()`
-generates and filters one chunk and stages its result under OUT/.synth/chunks (atomically; a
-finished chunk is taken as it is on rerun); `publish()` turns the staged chunks into the dataset
-folder; `run_async()` is the whole job in one process, generation of the next chunk overlapping
-the filtering of the last. The CLI and the Prefect flows drive these same methods.
+The rest is here: `chunks()` streams the corpus in chunks with stable keys; `run_async()` is the
+engine: several chunks generate at once through one window of requests, a generated chunk is
+filtered and staged under OUT/.synth/chunks (atomically; a finished chunk is taken as it is on
+rerun) in the filter process while the next ones generate; `publish()` turns the staged chunks
+into the dataset folder. The CLI (`run`) and the Prefect flows (`run_shard`, one shard of the
+corpus per task) drive this same engine.
 """
 
 import asyncio
@@ -22,14 +23,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,9 +39,10 @@ from synth import redact
 from synth.filters.base import FilterChain, FilterStats, reason_kind
 from synth.filters.langid import LanguageIdentifier, LanguageIdFilter
 from synth.filters.pairs import language_identifier
-from synth.generate.backends import SMOLLM2_MODEL_NAME, Backend, Completion, FatalError, OpenAIBackend, TransformersBackend
+from synth.generate.backends import SMOLLM2_MODEL_NAME, Backend, FatalError, OpenAIBackend, TransformersBackend
 from synth.generate.cache import GenerationCache, cache_key
-from synth.generate.runner import GenerationAborted, GenerationStats, RequestRunner, RetryPolicy
+from synth.generate.request import Request, nonempty
+from synth.generate.runner import GenerationAborted, GenerationStats, Outcome, RequestRunner, RetryPolicy
 from synth.publish import CardInfo, PublishResult, View, atomic_write_json, atomic_write_parquet, publish_dataset
 from synth.publish.dataset import DEFAULT_FOLDER, REJECTS
 from synth.publish.hub import HubPush, push_folder
@@ -91,14 +93,6 @@ class Chunk:
     segments: list[Segment]
 
 
-@dataclass
-class Request:
-    """One LLM request a segment makes; `meta` travels with it to `rows_from`."""
-
-    messages: list[dict]
-    meta: dict = field(default_factory=dict)
-
-
 class FollowupStage(Protocol):
     """A second request per row, sent after a chunk's filters, whose answer decides the row: the
     queries' LLM relevance check of the round trip's undecided band (synth.queries); a pairs round
@@ -112,13 +106,14 @@ class FollowupStage(Protocol):
     def requests(self, rows: list[dict]) -> list[tuple[int, Request]]:
         """(index in `rows`, request) for the rows to ask about; the others pass as they are."""
 
-    def is_usable(self, request: Request, text: str) -> bool:
-        """Whether an answer says something (else it is retried once, resampled)."""
+    def parse(self, request: Request, text: str) -> Any:
+        """What an answer says, parsed once; raises synth.generate.request.Unusable when it says
+        nothing (it is retried once, resampled; a last unusable one is judged on the exception's value)."""
 
-    def judge(self, rows: list[dict], answers: dict[int, str | None], dropped: list[dict]) -> list[str | None]:
-        """One verdict per row, as a filter's (None keeps it); `answers`: row index -> the answer's
-        text (None: no answer, every attempt failed); `dropped`: the chunk's rows the filters
-        dropped (context: e.g. the other texts an answer may match better). May add columns to the rows."""
+    def judge(self, rows: list[dict], answers: dict[int, Any], dropped: list[dict]) -> list[str | None]:
+        """One verdict per row, as a filter's (None keeps it); `answers`: row index -> what `parse`
+        made of the answer (None: no answer, every attempt failed); `dropped`: the chunk's rows the
+        filters dropped (context: e.g. the other texts an answer may match better). May add columns to the rows."""
 
     @property
     def counts(self) -> dict:
@@ -177,8 +172,12 @@ _worker_jobs: dict[str, "ChunkedJob"] = {}
 BUFFERED_ROWS = 4096
 
 
-def _filter_process() -> ProcessPoolExecutor:
+def _filter_process() -> Executor:
     global _filter_pool
+    if multiprocessing.current_process().daemon:
+        # A daemonic process (a Dask worker) may not start children: the filters run in a thread
+        # of this process, still beside the event loop that keeps the requests going.
+        return _filter_thread()
     if _filter_pool is None:
         _filter_pool = ProcessPoolExecutor(
             max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_filter_worker
@@ -218,13 +217,31 @@ def _filter_and_stage_in_worker(job_class: type, config, chunk, answered, failed
     return _in_worker(job_class, config, "filter_and_stage", chunk, answered, failed, generation)
 
 
+def _warm_filters_in_worker(job_class: type, config) -> None:
+    """In the filter process, while the first requests are out: load what the filters need."""
+    try:
+        _in_worker(job_class, config, "warm_filters")
+    except Exception as error:  # noqa: BLE001  the first chunk's filtering meets it again, and reports it
+        log.debug("warming the filters up failed: %r", error)
+
+
+@lru_cache(maxsize=1)
+def _filter_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-filter")
+
+
+_worker_jobs_lock = threading.Lock()
+
+
 def _in_worker(job_class: type, config, method: str, *args):
     """In the filter process: `method` of the job, rebuilt from its config (once per config)."""
     key = f"{job_class.__module__}.{job_class.__qualname__}:{config.model_dump_json()}"
-    if key not in _worker_jobs:
-        _worker_jobs.clear()
-        _worker_jobs[key] = job_class(config)
-    return getattr(_worker_jobs[key], method)(*args)
+    with _worker_jobs_lock:
+        if key not in _worker_jobs:
+            _worker_jobs.clear()
+            _worker_jobs[key] = job_class(config)
+        job = _worker_jobs[key]
+    return getattr(job, method)(*args)
 
 
 @lru_cache(maxsize=2)
@@ -270,15 +287,22 @@ class ChunkedJob:
     def prompt_versions(self) -> dict[str, str]:
         raise NotImplementedError
 
+    def rows_to_filter(self, chunk: Chunk) -> list[dict]:
+        """A job that generates nothing (`generates = False`): the rows its filters see."""
+        raise NotImplementedError
+
     def requests_for(self, segment: Segment) -> list[Request]:
         raise NotImplementedError
 
-    def is_usable(self, request: Request, text: str) -> bool:
-        """Whether an answer holds what the task needs (else it is retried)."""
-        return bool(text.strip())
+    def parse(self, request: Request, text: str) -> Any:
+        """What an answer holds for the task, parsed once (the outcome's `parsed`, given to
+        `rows_from`); raises synth.generate.request.Unusable when it holds nothing the task needs
+        (it is retried once, resampled). By default the text, unusable when blank."""
+        return nonempty(0, text)
 
-    def rows_from(self, segment: Segment, request: Request, completion: Completion | None, error: str | None) -> list[dict]:
-        """Rows for one answered (or failed: completion None, error set) request."""
+    def rows_from(self, segment: Segment, request: Request, outcome: Outcome) -> list[dict]:
+        """Rows for one answered (or failed: `outcome.completion` None, `outcome.error` set)
+        request; `outcome.parsed` is what `parse` made of the answer."""
         raise NotImplementedError
 
     def filter_chain(self, chunk: Chunk) -> FilterChain:
@@ -484,12 +508,12 @@ class ChunkedJob:
         outcomes = await runner.generate(
             [(key, request.messages) for _, request, key in planned],
             priority=chunk.index,
-            is_usable=lambda index, text: self.is_usable(planned[index][1], text),
+            parse=lambda index, text: self.parse(planned[index][1], text),
             stats=stats, on_done=on_done,
         )
         answered, failed = [], []
         for (segment, request, _), outcome in zip(planned, outcomes):
-            for row in self.rows_from(segment, request, outcome.completion, outcome.error):
+            for row in self.rows_from(segment, request, outcome):
                 if outcome.error is None:
                     answered.append(row)
                 else:
@@ -542,9 +566,9 @@ class ChunkedJob:
                 self.progress.stats_sources.append(stats)
             outcomes = await runner.generate(
                 [(cache_key(self.model_name, request.messages, params), request.messages) for _, request in asked],
-                priority=chunk.index, is_usable=lambda index, text: stage.is_usable(asked[index][1], text), stats=stats,  # noqa: B023
+                priority=chunk.index, parse=lambda index, text: stage.parse(asked[index][1], text), stats=stats,  # noqa: B023
             ) if asked else []
-            answers = {index: outcome.completion.text if outcome.completion else None for (index, _), outcome in zip(asked, outcomes)}
+            answers = {index: outcome.parsed if outcome.completion else None for (index, _), outcome in zip(asked, outcomes)}
             verdicts = stage.judge(filtered.kept, answers, filtered.rejected)
             kept = [row for row, verdict in zip(filtered.kept, verdicts) if verdict is None]
             dropped = [
@@ -578,37 +602,30 @@ class ChunkedJob:
         atomic_write_json(self._result_path(chunk.key), asdict(result))
         return result
 
+    def warm_filters(self) -> None:
+        """Loads the filters' models (detectors, embedder) before the first chunk needs them."""
+        chain = self.filter_chain(Chunk(-1, "warm-up", []))
+        for block in chain.filters:
+            embedder = getattr(block, "embedder", None)
+            if embedder is not None and hasattr(embedder, "encode"):
+                embedder.encode(["warm-up"])
+
     # --- drive -----------------------------------------------------------------------------------
-    def process_chunk(
+    def run_shard(
         self,
-        chunk: Chunk,
+        shard: int = 0,
+        shards: int = 1,
         on_done: Callable[[int], None] | None = None,
         generation_slots: Callable[[], AbstractContextManager] = nullcontext,
-    ) -> ChunkResult:
-        """Generate, filter and stage one chunk (synchronously; used by the Prefect tasks).
-        `generation_slots()` is held while the chunk's requests are in flight, not while it is
-        filtered (e.g. a Prefect global concurrency limit on the endpoint)."""
-        done = self.finished(chunk)
-        if done is not None:
-            return done
-
-        async def generate():
-            async with self.generation() as runner:
-                return await self.generate(chunk, runner, on_done)
-
+    ) -> list[ChunkResult]:
+        """The engine (`run_async`) over one shard of the corpus: the chunks whose index is
+        `shard` modulo `shards` (synchronously; what a Prefect task runs, on this machine or a Dask
+        worker). Every shard reads the whole corpus, so that chunks keep their index and key
+        whatever the number of shards (a dataset staged with 1 shard resumes with 4), and
+        `read_stats` holds the corpus's figures afterwards. `generation_slots()` is held while the
+        shard runs (e.g. a Prefect global concurrency limit on the endpoint)."""
         with generation_slots():
-            answered, failed, stats = asyncio.run(generate())
-        if not self.asks_after_filtering:
-            return self.filter_and_stage(chunk, answered, failed, stats)
-        filtered = self.filter_rows(chunk, answered, failed)
-
-        async def ask():
-            async with self.generation() as runner:
-                await self.ask(chunk, filtered, runner, stats)
-
-        with generation_slots():
-            asyncio.run(ask())
-        return self.stage(chunk, filtered, failed, stats)
+            return asyncio.run(self.run_async(on_done, shard=(shard, shards)))
 
     @property
     def chunks_in_memory(self) -> int:
@@ -617,20 +634,28 @@ class ChunkedJob:
         c = self.config
         return max(2 + math.ceil(2 * c.concurrency / c.chunk_size), math.ceil(BUFFERED_ROWS / c.chunk_size))
 
-    async def run_async(self, on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
-        """Every chunk. Several chunks generate at once through one window of `concurrency`
-        requests (oldest chunk first), so the server never drains at a chunk boundary; a generated
-        chunk is filtered and staged in the filter process while the next ones generate. At most
-        `chunks_in_memory` chunks are held at once, so a corpus of any size streams through."""
+    async def run_async(self, on_done: Callable[[int], None] | None = None, shard: tuple[int, int] = (0, 1)) -> list[ChunkResult]:
+        """Every chunk (of `shard`: (index, count), see `run_shard`). Several chunks generate at
+        once through one window of `concurrency` requests (oldest chunk first), so the server never
+        drains at a chunk boundary; a generated chunk is filtered and staged in the filter process
+        while the next ones generate. At most `chunks_in_memory` chunks are held at once, so a
+        corpus of any size streams through."""
         loop = asyncio.get_running_loop()
         results: list[ChunkResult] = []
         room = asyncio.Semaphore(self.chunks_in_memory)
         filters = _filter_process()
+        # The detectors and the embedder load while the first chunks generate, not after.
+        loop.run_in_executor(filters, _warm_filters_in_worker, type(self), self.config)
 
         async def process(chunk: Chunk, runner: RequestRunner) -> None:
             global _filter_pool
             try:
-                answered, failed, stats = await self.generate(chunk, runner, on_done)
+                if self.generates:
+                    answered, failed, stats = await self.generate(chunk, runner, on_done)
+                else:  # a pipeline without a generate stage: the chunk's records are the rows to filter
+                    answered, failed, stats = self.rows_to_filter(chunk), [], GenerationStats()
+                    if on_done:
+                        on_done(len(answered))
                 if not self.asks_after_filtering:
                     results.append(await loop.run_in_executor(
                         filters, _filter_and_stage_in_worker, type(self), self.config, chunk, answered, failed, stats
@@ -652,9 +677,11 @@ class ChunkedJob:
 
         bad_input: CorpusError | None = None
         try:
-            async with self.generation() as runner, asyncio.TaskGroup() as group:
+            async with (self.generation() if self.generates else nullcontext()) as runner, asyncio.TaskGroup() as group:
                 try:
                     for chunk in self.chunks():
+                        if chunk.index % shard[1] != shard[0]:
+                            continue  # another shard's
                         done = self.finished(chunk)
                         if done is not None:
                             results.append(done)

@@ -18,8 +18,17 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-# Flag spellings that are not the field's name.
-ALIASES = {"format": "input_format", "vllm_arg": "vllm_args", "script": "scripts"}
+
+def flag_aliases(model: type[BaseModel]) -> dict[str, str]:
+    """Keys named as a flag that is not the field's name (synth.config `setting(flag=...)`):
+    `format` for input_format, `vllm_arg` for vllm_args, `script` for scripts."""
+    aliases = {}
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        alias = (extra.get("flag") or "").split("/")[0].removeprefix("--").replace("-", "_")
+        if alias and alias != name:
+            aliases[alias] = name
+    return aliases
 
 
 class JobFileError(ValueError):
@@ -41,9 +50,10 @@ def load_job_file(path: str | Path, model: type[BaseModel]) -> dict:
     if not isinstance(data, dict):
         raise JobFileError(f"{path}: a job file is a mapping of settings (key: value), not a {type(data).__name__}")
     settings = {}
+    aliases = flag_aliases(model)
     for key, value in data.items():
         name = str(key).replace("-", "_")
-        name = ALIASES.get(name, name)
+        name = aliases.get(name, name)
         if name not in model.model_fields:
             known = ", ".join(sorted(model.model_fields))
             raise JobFileError(f"{path}: unknown setting {key!r} (the settings of this command: {known})")

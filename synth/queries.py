@@ -5,11 +5,11 @@ Passages are the corpus's documents (a line, row or record each), longer ones sp
 boundaries. Each passage gets one request per kind of query (keyword, question, long, or a
 template's own) asking for `per_passage` queries, in the passage's language or in `query_lang`
 (cross-lingual pairs). The machinery (chunks, generation, staging, resume, publish) is
-`synth.job.ChunkedJob`; this module says what a request asks, what rows an answer makes and which
-filters judge them.
+`synth.job.ChunkedJob`; what a request asks, how its answer is parsed and what rows it makes is the
+task's file (synth.generate.tasks.queries, and .relevance for the relevance check); this module
+says which filters judge the rows and what the card and views say.
 """
 
-import json
 import textwrap
 from collections import Counter
 from collections.abc import Iterator
@@ -29,10 +29,11 @@ from synth.filters.retrieval import (
     RoundTripFilter,
     chatter_reason,
 )
-from synth.generate.backends import Completion
-from synth.generate.tasks.queries import QueryPrompt, parse_queries
-from synth.generate.tasks.relevance import RelevancePrompt, parse_relevance
-from synth.job import Chunk, ChunkedJob, FollowupStage, Request
+from synth.generate.request import Request
+from synth.generate.runner import Outcome
+from synth.generate.tasks.queries import QueriesTask, QueryPrompt, query_id
+from synth.generate.tasks.relevance import RelevancePrompt, RelevanceTask
+from synth.job import Chunk, ChunkedJob, FollowupStage
 from synth.languages import language_name
 from synth.publish import CardInfo, View, pairs_view
 from synth.read import ExactDedup, ReadStats, Segment, read_segments, record_id
@@ -127,18 +128,18 @@ class RelevanceCheck:
 
     def __init__(self, prompt: RelevancePrompt | None = None):
         self.prompt = prompt or RelevancePrompt.load()
+        self.task = RelevanceTask(self.prompt)
         self._counts: Counter = Counter()
 
     def requests(self, rows: list[dict]) -> list[tuple[int, Request]]:
-        return [
-            (i, Request(self.prompt.messages(row["query"], row["passage"], row["query_lang"], row["lang"])))
-            for i, row in enumerate(rows) if "round_trip_undecided" in row
-        ]
+        return [(i, self.task.request(row)) for i, row in enumerate(rows) if "round_trip_undecided" in row]
 
-    def is_usable(self, request: Request, text: str) -> bool:
-        return parse_relevance(text) is not None
+    def parse(self, request: Request, text: str) -> str:
+        """"yes" or "no"; unusable ("unclear") when the answer says neither."""
+        return self.task.parse(request, text)
 
     def judge(self, rows: list[dict], answers: dict[int, str | None], dropped: list[dict] = ()) -> list[str | None]:
+        """`answers`: row index -> `parse`'s label (yes, no, unclear), None where no attempt was answered."""
         self._counts = Counter()
         verdicts = []
         for i, row in enumerate(rows):
@@ -146,20 +147,14 @@ class RelevanceCheck:
             if fallback is None:  # decided by the round trip: not asked
                 verdicts.append(None)
                 continue
-            text = answers.get(i)
-            relevant = parse_relevance(text)
-            row["relevance"] = "failed" if text is None else {True: "yes", False: "no", None: "unclear"}[relevant]
+            row["relevance"] = answers.get(i) or "failed"
             self._counts[row["relevance"]] += 1
-            verdicts.append(None if relevant else "relevance:no" if relevant is False else fallback or None)
+            verdicts.append(None if row["relevance"] == "yes" else "relevance:no" if row["relevance"] == "no" else fallback or None)
         return verdicts
 
     @property
     def counts(self) -> dict:
         return {label: self._counts[label] for label in ("yes", "no", "unclear", "failed")}
-
-
-def query_id(passage_id: str, kind: str, query: str) -> str:
-    return record_id(f"{passage_id}\n{kind}\n{query}")
 
 
 class QueriesJob(ChunkedJob):
@@ -172,6 +167,10 @@ class QueriesJob(ChunkedJob):
     def __init__(self, config: QueriesConfig):
         super().__init__(config)
         self.prompt = QueryPrompt.load(config.prompt_file)
+        # What is retried is what the chatter filter would drop (a refusal, talk about the task).
+        self.llm_task = QueriesTask(
+            self.prompt, tuple(config.kinds), config.per_passage, config.lang, config.query_lang, chatter=chatter_reason
+        )
         self.relevance_prompt = RelevancePrompt.load() if config.relevance_checking else None
 
     @property
@@ -199,33 +198,17 @@ class QueriesJob(ChunkedJob):
         return islice(passages(documents, c.max_passage_chars, self.read_stats), c.limit)
 
     def requests_for(self, segment: Segment) -> list[Request]:
-        c = self.config
-        return [
-            Request(self.prompt.messages(segment.text, kind, c.per_passage, c.lang, c.query_lang), {"kind": kind, "passage": segment.text})
-            for kind in c.kinds
-        ]
+        return self.llm_task.requests(segment)
 
-    def is_usable(self, request: Request, text: str) -> bool:
-        """An answer with at least one query that is not a refusal or talk about the task (an empty
-        answer, "Here are some search queries:", "I'm sorry, I cannot..." are retried once, resampled)."""
-        passage = request.meta.get("passage", "")
-        return any(chatter_reason(query, passage) is None for query in parse_queries(text, self.config.per_passage))
+    def parse(self, request: Request, text: str) -> list[str]:
+        """The answer's queries; unusable without one that is not a refusal or talk about the task
+        (an empty answer, "Here are some search queries:", "I'm sorry, I cannot..." are retried once, resampled)."""
+        return self.llm_task.parse(request, text)
 
-    def rows_from(self, segment: Segment, request: Request, completion: Completion | None, error: str | None) -> list[dict]:
-        c = self.config
-        kind = request.meta["kind"]
-        common = {
-            "passage": segment.text, "passage_id": segment.id, "kind": kind, "query_lang": c.query_lang, "lang": c.lang,
-            "source": segment.source, "line": segment.line, "model": self.model_name, "prompt_version": self.prompt.version,
-            # A resampled retry's own parameters where it wrote the answer (synth.generate.runner).
-            "generation_params": json.dumps((completion and completion.sampling) or c.generation_params, sort_keys=True),
-            "raw_answer": completion.text if completion else None,
-            "prompt_tokens": completion.prompt_tokens if completion else None,
-            "completion_tokens": completion.completion_tokens if completion else None,
-        }
-        # An answer without a query still makes a row, so that its drop is recorded with a reason.
-        queries = (parse_queries(completion.text, c.per_passage) if completion else []) or [None]
-        return [{"id": query_id(segment.id, kind, query or ""), "query": query, **common} for query in queries]
+    def rows_from(self, segment: Segment, request: Request, outcome: Outcome) -> list[dict]:
+        return self.llm_task.rows(
+            segment, request, outcome.completion, outcome.parsed, model=self.model_name, params=self.config.generation_params
+        )
 
     def filter_chain(self, chunk: Chunk) -> FilterChain:
         return FilterChain(query_filters(

@@ -4,25 +4,27 @@ Bad inputs must fail fast with exit code 2, a message naming the file (and line)
 traceback. The cases run as concurrent subprocesses (each pays ~2 s of interpreter start-up).
 """
 
+import importlib.util
 import inspect
 import json
 import subprocess
-import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import typer
 
-from synth.cli import app, backtranslate_config, parse_config
-from synth.config import BacktranslateConfig
+from synth.cli import app
+from synth.config import BacktranslateConfig, EvaluateConfig, FilterConfig, QueriesConfig
+from synth.options import declared_config
 from synth.data import udhr_articles, udhr_path
 from synth.read import normalize_text
 from synth.testing.server_process import ServerProcess
 
-from conftest import SYNTH_BIN
+from conftest import REPO_ROOT, SYNTH_BIN
 
 MODEL = "udhr-oracle"
 ZUL = str(udhr_path("zul"))
@@ -162,65 +164,72 @@ def test_languages_table_chooses_pycld2_for_zulu(synth_env: dict) -> None:
 
 # --- parity: config, CLI, flow ---------------------------------------------------------------------
 
-# Config fields whose CLI option has another name: repeatable KEY=VALUE options, one per item.
-CLI_NAMES = {"vllm_args": "vllm_arg", "scripts": "script"}
-# Options of how the command runs (a job file, dry run, logging), not job settings.
+# Options of how a command runs (a job file, dry run, logging), not settings.
 CLI_RUN_OPTIONS = {"config", "dry_run", "verbose", "quiet", "log_format", "log_every"}
+# command: (flows/FILE.py, its flow, the config model, the flow's run options in flows/common.py)
+PARITY = {
+    "backtranslate": ("backtranslate", "backtranslate", BacktranslateConfig, "RunOptions"),
+    "queries": ("queries", "queries", QueriesConfig, "RunOptions"),
+    "filter": ("filter", "filter_pairs", FilterConfig, "FilterRunOptions"),
+    "evaluate": ("evaluate", "evaluate", EvaluateConfig, "EvaluateRunOptions"),
+}
 
 
-def test_every_config_field_is_a_cli_option_and_a_flow_parameter_with_the_same_default(
-    flow_module: types.ModuleType, tmp_path: Path
-) -> None:
-    from flows.common import RunOptions
-
-    required = {"corpus": [ZUL], "lang": "zu"}
-
-    def validated(config: BacktranslateConfig) -> BacktranslateConfig:
-        # pydantic does not validate defaults: dump and load so that every value is in its
-        # validated (normal) form, e.g. splits "train=0.98,validation=0.01,test=0.01" -> "validation=0.01,test=0.01".
-        return BacktranslateConfig(**config.model_dump())
-
-    defaults = validated(BacktranslateConfig(**required))
-    fields = BacktranslateConfig.model_fields
-
-    # The CLI: the options of `synth backtranslate`, and the config its defaults make.
-    command = typer.main.get_command(app).commands["backtranslate"]
-    # Besides the settings: how the command runs (--config, --dry-run, -v/-q, --log-format, --log-every).
-    cli_params = {param.name for param in command.params} - CLI_RUN_OPTIONS
-    cli_config = validated(parse_config(backtranslate_config, [ZUL, "--lang", "zu"]))
-    assert set(CLI_NAMES.get(name, name) for name in fields) == cli_params
-    for name in fields:
-        assert getattr(cli_config, name) == getattr(defaults, name), name
-
-    # The flow: its parameters are the config's fields plus the run options; defaults agree (None
-    # stands for the config's default where the field cannot be None).
-    flow = flow_module.backtranslate
-    signature = inspect.signature(flow.fn)
-    assert set(signature.parameters) == set(fields) | set(RunOptions.model_fields)
-    for name in fields:
-        default = flow_default(signature.parameters[name])
-        if name in required:
-            assert default is inspect.Parameter.empty, name
-            continue
-        assert default is not inspect.Parameter.empty, name
-        nullable = type(None) in getattr(fields[name].annotation, "__args__", ())
-        if default is None and not nullable:
-            continue
-        assert getattr(validated(BacktranslateConfig(**required, **{name: default})), name) == getattr(defaults, name), name
-    for name, field in RunOptions.model_fields.items():
-        assert flow_default(signature.parameters[name]) == field.default, name
-    # Declared once: the flow's parameter has the field's own type and description.
-    for name, field in fields.items():
-        assert signature.parameters[name].annotation == field.annotation, name
-        assert flow.parameters.properties[name].get("description") == field.description, name
+def load_flow(file: str, function: str):
+    """flows/FILE.py imported from its path (it is not a package); its flow `function`."""
+    spec = importlib.util.spec_from_file_location(f"synth_flows_{file}", REPO_ROOT / "flows" / f"{file}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, function)
 
 
-def flow_default(parameter: inspect.Parameter):
-    """A flow parameter's default: a derived flow's is the field's pydantic Field (required: empty)."""
+def required_arguments(model: type, tmp_path: Path) -> list[str]:
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("Sawubona\tHello\n", encoding="utf-8")
+    return {
+        BacktranslateConfig: [ZUL, "--lang", "zu"], QueriesConfig: [ZUL, "--lang", "zu"],
+        FilterConfig: [str(pairs), "--src-lang", "zu", "--tgt-lang", "en"], EvaluateConfig: ["some/dataset"],
+    }[model]
+
+
+@pytest.mark.parametrize("name", list(PARITY))
+def test_every_setting_is_declared_once_for_the_command_and_the_flow(name: str, prefect_home: Path, tmp_path: Path) -> None:
+    """Each setting is a field of the command's config model (synth/config.py): the command's option
+    (its help the field's description, its shown default the field's) and the flow's parameter
+    (the field's type with its bounds, its default, its description) are derived from it."""
+    import flows.common
     from pydantic.fields import FieldInfo
 
-    default = parameter.default
-    if isinstance(default, FieldInfo):
-        return inspect.Parameter.empty if default.is_required() else default.get_default(call_default_factory=True)
-    return default
+    file, function, model, run_model = PARITY[name]
+    fields = model.model_fields
 
+    # The command: an option per field, the field's description as its help, and the defaults it
+    # shows make the model's defaults when given back.
+    command = typer.main.get_command(app).commands[name]
+    options = {param.name: param for param in command.params if param.name not in CLI_RUN_OPTIONS}
+    assert set(options) == set(fields)
+    shown = []
+    for field_name, field in fields.items():
+        option = options[field_name]
+        assert option.help == field.description, field_name
+        if option.default is not None and not getattr(option, "is_flag", False):
+            shown += [item for value in (option.default if isinstance(option.default, list) else [option.default]) for item in (option.opts[0], str(value))]
+    required = required_arguments(model, tmp_path)
+    defaults = declared_config(model, required)
+    assert defaults == declared_config(model, required + shown)
+    assert defaults == model(**{key: getattr(defaults, key) for key, field in fields.items() if field.is_required()})
+
+    # The flow: the config's fields and the run options of flows/common.py, each with the field's
+    # type and bounds, default and description.
+    flow = load_flow(file, function)
+    signature = inspect.signature(flow.fn)
+    assert set(signature.parameters) == set(fields) | set(getattr(flows.common, run_model).model_fields)
+    for field_name, field in fields.items():
+        parameter = signature.parameters[field_name]
+        assert parameter.annotation == (Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation), field_name
+        assert isinstance(parameter.default, FieldInfo), field_name
+        if field.is_required():
+            assert parameter.default.is_required(), field_name
+        else:
+            assert parameter.default.get_default(call_default_factory=True) == field.get_default(call_default_factory=True), field_name
+        assert flow.parameters.properties[field_name].get("description") == field.description, field_name

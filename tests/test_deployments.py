@@ -142,33 +142,34 @@ def test_prefect_yaml_deploys_every_flow_nightly_on_the_process_pool(local_prefe
 def test_run_of_a_killed_worker_resumes_without_repeating_requests_and_publishes(
     local_prefect: LocalPrefect, hub: FakeHub, tmp_path: Path
 ) -> None:
-    out, results = tmp_path / "zu-en", tmp_path / "zu-en" / ".synth" / "prefect-results"
+    out, staged = tmp_path / "zu-en", tmp_path / "zu-en" / ".synth" / "chunks"
     repo = "synth-test/zu-en"
-    # Slow answers, so that the worker is killed with some chunks done and others not.
-    with start_server("--api-key", API_KEY, "--latency", "0.5") as llm:
+    # Slow answers, one at a time per shard, so that the worker is killed with a chunk staged
+    # and others not (the filter process loads its models while the first chunks generate).
+    with start_server("--api-key", API_KEY, "--latency", "2.5") as llm:
         # The deployment's defaults (a demo: sentences, 24 of them) are overridden as a user would.
         # The API key comes from a Secret block only (the worker has no OPENAI_API_KEY), the Hub token too.
         parameters = dict(
             corpus=[str(udhr_path("zul"))], lang="zu", out=str(out), segment="line", limit=20, max_tokens=256, chunk_size=5,
-            base_url=[llm.base_url], model=MODEL, api_key_secret="llm-key", concurrency=2, parallel_chunks=2,
+            base_url=[llm.base_url], model=MODEL, api_key_secret="llm-key", shards=2,
             push_to_hub=repo, hub_token_secret="hub-token",
         )
-        first = start_run(local_prefect, watch=False, **parameters)
+        first = start_run(local_prefect, watch=False, **parameters, concurrency=1)
         deadline = time.monotonic() + 240
-        while not any(results.glob("*")) and time.monotonic() < deadline:
+        while not any(staged.glob("*.json")) and time.monotonic() < deadline:
             time.sleep(0.3)
         progress = [a["data"] for a in what_the_run_left(local_prefect, first)["artifacts"] if a["type"] == "progress"]
         local_prefect.kill_worker()
         assert llm.stats()["answered_ok"] < 20, "the run finished before the worker was killed: raise the latency"
-        persisted = len(list(results.glob("*")))
+        persisted = len(list(staged.glob("*.json")))
         with closing(GenerationCache(out / ".synth" / "generations.sqlite")) as cache:
             answered_before = len(cache)
 
         llm.reset_stats()
         local_prefect.start_worker()
-        # The rerun, with the endpoint behind a global concurrency limit of 2 slots (a run option:
-        # the job's settings, and so the cache keys of its chunks, stay the same).
-        second = start_run(local_prefect, watch=True, **parameters, concurrency_limit_name=LIMIT)
+        # The rerun, with more requests in flight per shard, behind a global concurrency limit of
+        # 2 slots (run options: the job's settings, and so the keys of its chunks, stay the same).
+        second = start_run(local_prefect, watch=True, **parameters, concurrency=2, concurrency_limit_name=LIMIT)
         served = llm.stats()
 
     killed, left = what_the_run_left(local_prefect, first), what_the_run_left(local_prefect, second)
@@ -176,15 +177,16 @@ def test_run_of_a_killed_worker_resumes_without_repeating_requests_and_publishes
     assert left["flow_run"]["state"]["type"] == "COMPLETED", left["flow_run"]["state"]
     # The progress artifact had advanced while the killed run generated.
     assert len(progress) == 1 and 0 < progress[0] < 100
-    # Chunks finished before the kill came from Prefect's cache; the rerun sent exactly the
-    # requests whose answer had not reached the generation cache: none twice, none lost.
-    chunk_states = [task["state"]["name"] for task in left["task_runs"] if task["name"].startswith("chunk-")]
-    assert len(chunk_states) == 4
-    assert chunk_states.count("Cached") == persisted >= 1
+    # Two shards, each a task streaming its chunks through the engine. Chunks staged before the
+    # kill were taken as they were; the rerun sent exactly the requests whose answer had not
+    # reached the generation cache: none twice, none lost.
+    assert sorted(task["name"] for task in left["task_runs"]) == ["shard-0-of-2", "shard-1-of-2"]
+    stats_run = json.loads(max((out / ".synth" / "runs").glob("*.json"), key=lambda path: path.stat().st_mtime).read_text())
+    assert stats_run["chunks"] == 4 and stats_run["chunks_reused"] == persisted >= 1
     assert 0 < answered_before < 20
     assert served["requests"] == 20 - answered_before
     assert max(served["prompts"].values()) == 1
-    # Two chunks generate at once, but the limit held them to 2 requests in flight together.
+    # Two shards of 2 requests each would have 4 in flight; the limit held them to 2 together.
     assert served["peak_in_flight"] <= 2
 
     # Every record once, kept or rejected; the dataset loads; the card and the Hub agree.

@@ -9,6 +9,7 @@ from synth.filters.embedding import EmbeddingConsistencyFilter
 from synth.filters.heuristics import PromptEchoFilter, instruction_texts
 from synth.filters.pairs import pair_embedder, pair_filter_chain
 from synth.filters.roundtrip import RoundTripStage, chrf
+from synth.generate.request import parsed_anyway
 from synth.generate.tasks.backtranslate import BacktranslationPrompt
 from synth.testing.openai_server import UdhrOracle
 from synth.testing.oracles import RoundTripOracle
@@ -81,8 +82,9 @@ def test_a_hallucination_in_a_chunk_of_hallucinations_is_dropped(embedder):
     stage = RoundTripStage(PROMPT, "zu", "en", "borderline", 40.0)
     asked = stage.requests(kept)
     # A model translating a hallucination back gives Zulu about something else: another article here.
-    answers = {index: ZU[(ZU.index(kept[index]["text"]) + 7) % 30] if kept[index]["translation"] in HALLUCINATIONS
-               else ZU[ZU.index(kept[index]["text"])] for index, _ in asked}
+    answers = {index: parsed_anyway(stage.parse, request, ZU[(ZU.index(kept[index]["text"]) + 7) % 30]
+                                    if kept[index]["translation"] in HALLUCINATIONS else ZU[ZU.index(kept[index]["text"])])
+               for index, request in asked}
     decided = stage.judge(kept, answers, [row for row, verdict in zip(judged, verdicts) if verdict])
     survivors = [row["translation"] for row, verdict in zip(kept, decided) if verdict is None]
     assert not set(survivors) & set(HALLUCINATIONS), survivors
@@ -109,7 +111,7 @@ def test_a_borderline_pair_is_decided_by_its_round_trip(embedder):
     asked = stage.requests(kept)
     assert {index for index, _ in asked} == {i for i, row in enumerate(kept) if row["borderline"]}
     oracle = RoundTripOracle(UdhrOracle().find)
-    answers = {index: oracle.answer(request.messages[-1]["content"]) for index, request in asked}
+    answers = {index: parsed_anyway(stage.parse, request, oracle.answer(request.messages[-1]["content"])) for index, request in asked}
     decided = stage.judge(kept, answers, [row for row, verdict in zip(judged, verdicts) if verdict])
     for index, _ in asked:
         row = kept[index]

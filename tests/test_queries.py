@@ -7,21 +7,18 @@ Swahili passages with a bad answer scripted for every filter (run in-process, re
 test), and English queries for Zulu passages through the `synth queries` command.
 """
 
-import importlib.util
-import inspect
 import json
 import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import typer
 from datasets import load_dataset
 from typer.testing import CliRunner
 
-from synth.cli import app, parse_config, queries_config
+from synth.cli import app
 from synth.config import QueriesConfig
-from synth.data import udhr_articles, udhr_path
+from synth.data import udhr_articles
 from synth.generate.tasks.queries import QueryPrompt, parse_queries
 from synth.queries import QueriesJob, query_id, split_passage
 from synth.read import record_id
@@ -29,7 +26,6 @@ from synth.testing.oracles import QueryOracle
 from synth.testing.openai_server import UdhrOracle
 from synth.testing.server_process import start_server
 
-from conftest import REPO_ROOT
 
 MODEL = "udhr-oracle"
 PROMPT = QueryPrompt.load()
@@ -228,33 +224,3 @@ def test_english_queries_for_zulu_passages_from_the_command_line(server, tmp_pat
     bad = CliRunner().invoke(app, ["queries", str(corpus), "--lang", "zu", "--kinds", "keyword,title", "--out", str(out)])
     assert bad.exit_code == 2 and "unknown query kind(s) ['title']" in bad.output
 
-
-def test_config_cli_and_flow_take_the_same_parameters_and_defaults(prefect_home):
-    """As tests/test_cli.py checks for backtranslate: every config field is an option of `synth
-    queries` and a parameter of flows/queries.py, and their defaults make the same config."""
-    spec = importlib.util.spec_from_file_location("synth_flows_queries", REPO_ROOT / "flows" / "queries.py")
-    flows = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(flows)
-    from flows.common import RunOptions
-
-    corpus = str(udhr_path("swh"))
-    required = {"corpus": [corpus], "lang": "sw"}
-    fields = QueriesConfig.model_fields
-
-    def validated(config: QueriesConfig) -> QueriesConfig:
-        return QueriesConfig(**config.model_dump())  # pydantic leaves defaults unvalidated (splits' normal form)
-
-    defaults = validated(QueriesConfig(**required))
-
-    command = typer.main.get_command(app).commands["queries"]
-    from test_cli import CLI_RUN_OPTIONS, flow_default
-
-    assert {"vllm_arg" if name == "vllm_args" else name for name in fields} == {param.name for param in command.params} - CLI_RUN_OPTIONS
-    assert validated(parse_config(queries_config, [corpus, "--lang", "sw"])) == defaults
-
-    signature = inspect.signature(flows.queries.fn)
-    assert set(signature.parameters) == set(fields) | set(RunOptions.model_fields)
-    # None stands for the config's default where a field cannot be None (kinds, base_url, ...).
-    defaults_given = {name: flow_default(p) for name, p in signature.parameters.items() if name in fields}
-    given = {name: value for name, value in defaults_given.items() if value not in (None, inspect.Parameter.empty)}
-    assert validated(QueriesConfig(**required, **given)) == defaults

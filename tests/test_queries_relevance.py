@@ -18,6 +18,7 @@ import pytest
 from synth.config import NO_EMBEDDER, QueriesConfig
 from synth.data import udhr_path
 from synth.filters.base import FilterChain
+from synth.generate.request import parsed_anyway
 from synth.generate.tasks.queries import QueryPrompt
 from synth.generate.tasks.relevance import RelevancePrompt, parse_relevance
 from synth.queries import RelevanceCheck, query_filters
@@ -44,7 +45,7 @@ def judged(embedder, judge, **settings) -> tuple[dict[str, dict], list[str]]:
     kept, rejected = FilterChain(query_filters(config, {record_id(t): t for t in ZULU}, embedder=embedder)).run(rows)
     check = RelevanceCheck()
     asked = check.requests(kept)
-    verdicts = check.judge(kept, {index: judge(request.messages) for index, request in asked})
+    verdicts = check.judge(kept, {index: parsed_anyway(check.parse, request, judge(request.messages)) for index, request in asked})
     for row, verdict in zip(kept, verdicts):
         if verdict is not None:
             row.update(reject_stage=check.name, reject_reason=verdict)

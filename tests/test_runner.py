@@ -22,6 +22,7 @@ from synth.config import NO_EMBEDDER, BacktranslateConfig
 from synth.data import udhr_articles, udhr_path
 from synth.generate.backends import Completion, FatalError, OpenAIBackend, TransientError
 from synth.generate.cache import GenerationCache, cache_key
+from synth.generate.request import Unusable
 from synth.generate.runner import GenerationAborted, GenerationStats, PriorityWindow, RequestRunner, RetryPolicy, retry_wait
 from synth.generate.tasks.backtranslate import BacktranslationPrompt
 from synth.testing.openai_server import DEFAULT_MODEL, collapse_whitespace, count_tokens, message_text
@@ -180,6 +181,46 @@ def test_a_retry_goes_before_the_requests_not_yet_sent_and_the_longest_prompt_fi
     backend = ScriptedBackend({})
     run_scripted(tmp_path / "sizes", backend, ["a", "bbbb", "cc", "ddd", "e"], sizes=[0, 1, 2, 3, 4])
     assert backend.calls == ["a", "e", "ddd", "cc", "bbbb"]
+
+
+def test_each_answer_is_parsed_once_and_the_outcome_carries_what_the_parser_made_of_it(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def parse(index: int, text: str) -> str:
+        seen.append(text)
+        if not text or text.startswith("?"):
+            raise Unusable("empty, or a question", text.upper())
+        return text.upper()
+
+    # "a" is empty at first, fixed by its retry; "?b" stays unusable after its resampled retry:
+    # kept, with the parser's value for it.
+    backend = ScriptedBackend({"a": ["empty"]})
+    stats = GenerationStats()
+    outcomes = run_scripted(tmp_path, backend, ["a", "?b"], parse=parse, stats=stats)
+    assert [(outcome.parsed, outcome.error) for outcome in outcomes] == [("A", None), ("?B", None)]
+    assert sorted(seen) == ["", "?b", "?b", "a"]  # every answer once, the unusable ones included
+    assert (stats.unusable_retried, stats.unusable_fixed, stats.unusable_kept) == (2, 1, 1)
+    # A cached answer is parsed once too, and sends nothing.
+    seen.clear()
+    backend = ScriptedBackend({})
+    outcomes = run_scripted(tmp_path, backend, ["a", "?b"], parse=parse)
+    assert [(outcome.parsed, outcome.cached) for outcome in outcomes] == [("A", True), ("?B", True)]
+    assert sorted(seen) == ["?b", "a"] and backend.calls == []
+    # No answer: nothing parsed, the failure's reason as before.
+    backend = ScriptedBackend({"c": ["server_error"]})
+    policy = RetryPolicy(server_wait=0.0, max_attempts=1)
+
+    async def main():
+        cache = GenerationCache(tmp_path / "other.sqlite")
+        try:
+            return await RequestRunner(backend, cache, {}, concurrency=1, policy=policy).generate(
+                [("c", [{"role": "user", "content": "c"}])], parse=parse
+            )
+        finally:
+            cache.close()
+
+    [failed] = asyncio.run(main())
+    assert (failed.completion, failed.parsed, failed.error) == (None, None, "generation_failed:server_error")
 
 
 def test_retry_waits_honour_retry_after_and_back_off_faster_when_most_attempts_fail() -> None:

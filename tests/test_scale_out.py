@@ -1,7 +1,8 @@
-"""Scale-out: the Prefect flow runs its chunk tasks on a Dask cluster (here a local one of two worker
-processes), each worker reading, filtering and embedding its chunks and sending its requests to
-two OpenAI-compatible endpoints at once (two test server processes). Every record comes out once,
-both endpoints served requests, and no chunk was worked in the flow's own process."""
+"""Scale-out: the Prefect flow runs a shard of the corpus per Dask worker (here a local cluster of
+two worker processes), each shard streaming its chunks through synth's engine on its worker:
+reading, filtering and embedding them there, and sending its requests to two OpenAI-compatible
+endpoints at once (two test server processes). Every record comes out once, both endpoints
+served requests, and no chunk was worked in the flow's own process."""
 
 from pathlib import Path
 
@@ -13,24 +14,25 @@ from synth.job import ChunkedJob
 from synth.testing.server_process import start_server
 
 RECORDS = 12
-CHUNK = 6  # two chunks, one per worker when both are free
+CHUNK = 6  # two chunks: one per shard, a shard per worker
 
 
 def ids(out: Path, kind: str) -> list[str]:
     return [row["id"] for file in sorted((out / kind).glob("*.parquet")) for row in pq.read_table(file, columns=["id"]).to_pylist()]
 
 
-def test_chunks_run_on_dask_workers_against_two_endpoints(tmp_path, flow_module, prefect_harness, monkeypatch):
+def test_shards_run_on_dask_workers_against_two_endpoints(tmp_path, flow_module, prefect_harness, monkeypatch):
     def not_here(*args, **kwargs):
         raise AssertionError("a chunk was filtered in the flow's process, not on a Dask worker")
 
     # Only this process is patched: the Dask workers are fresh interpreters with the real method.
     monkeypatch.setattr(ChunkedJob, "filter_and_stage", not_here)
+    monkeypatch.setattr(ChunkedJob, "run_shard", not_here)
     out = tmp_path / "out"
     with start_server("--latency", "0.05") as first, start_server("--latency", "0.05") as second:
         result = flow_module.backtranslate(
             corpus=[str(udhr_path("zul"))], lang="zu", out=str(out), base_url=[first.base_url, second.base_url],
-            model="udhr-oracle", limit=RECORDS, chunk_size=CHUNK, parallel_chunks=2, concurrency=4, dask_workers=2,
+            model="udhr-oracle", limit=RECORDS, chunk_size=CHUNK, concurrency=4, dask_workers=2,
         )
         served = [first.stats()["answered_ok"], second.stats()["answered_ok"]]
     assert all(count > 0 for count in served), served

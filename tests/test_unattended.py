@@ -14,7 +14,6 @@ import re
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli import app, engine_args
+from synth.cli import app
+from synth.options import engine_args
 from synth.data import udhr_path
 from synth.generate.backends import Completion, FatalError, MicroBatchedBackend, converted_smollm2
 

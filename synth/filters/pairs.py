@@ -100,10 +100,9 @@ def pair_filter_chain(settings, suspect_sides: tuple[str, ...] = ("translation",
 
 
 def filter_settings(settings) -> dict:
-    """Every pair-filter setting by name: what a staged chunk depends on, and what the card lists."""
-    from synth.config import PairFilterSettings
-
-    return {name: getattr(settings, name) for name in PairFilterSettings.model_fields}
+    """Every pair-filter setting by name: what a staged chunk depends on, and what the card lists.
+    The settings say which they are (`synth.config.PairFilterSettings.pair_filter_settings`)."""
+    return settings.pair_filter_settings()
 
 
 def card_thresholds(settings) -> dict:

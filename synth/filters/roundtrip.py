@@ -16,7 +16,8 @@ article pairs and 67% of its good sentence pairs on embeddings alone, 100% and 9
 trip (answered by an oracle there: an upper bound).
 """
 
-from synth.job import Request
+from synth.generate.request import Request
+from synth.generate.tasks.backtranslate import BacktranslateTask
 
 
 def chrf(hypothesis: str, reference: str) -> float:
@@ -44,23 +45,23 @@ class RoundTripStage:
         if mode not in ("borderline", "all"):
             raise ValueError(f"round trip mode {mode!r}: borderline or all")
         self.prompt, self.lang, self.pivot, self.mode, self.min_chrf = prompt, lang, pivot, mode, min_chrf
+        # The back-translation task the other way: the synthetic `pivot` side back into `lang`.
+        self.task = BacktranslateTask(prompt, pivot, lang)
         self._counts: dict = {}
 
     def requests(self, rows: list[dict]) -> list[tuple[int, Request]]:
         return [
-            (index, Request(self.prompt.messages(row["translation"], self.pivot, self.lang)))
+            (index, self.task.request(row["translation"]))
             for index, row in enumerate(rows)
             if row.get("translation") and (self.mode == "all" or row.get("borderline"))
         ]
 
-    def is_usable(self, request: Request, text: str) -> bool:
-        from synth.generate.tasks.backtranslate import parse_translation
-
-        return bool(parse_translation(text, self.pivot, self.lang))
+    def parse(self, request: Request, text: str) -> str:
+        """The translation back; unusable ("") when the answer holds none."""
+        return self.task.parse(request, text)
 
     def judge(self, rows: list[dict], answers: dict[int, str | None], dropped: list[dict] = ()) -> list[str | None]:
-        from synth.generate.tasks.backtranslate import parse_translation
-
+        """`answers`: row index -> `parse`'s translation back, None where no attempt was answered."""
         # The chunk's authentic texts, the dropped rows' too: a round trip that matches another
         # text better than its own says the translation belongs to that other text (an answer
         # about something else comes back as that something else).
@@ -72,13 +73,12 @@ class RoundTripStage:
             if index not in answers:
                 verdicts.append(None)
                 continue
-            answer = answers[index]
-            if answer is None:
+            back = answers[index]
+            if back is None:
                 counts["unanswered"] += 1
                 # Undecided and unconfirmed: not kept. A pair the embeddings kept stays.
                 verdicts.append("round_trip:no_answer" if borderline else None)
                 continue
-            back = parse_translation(answer, self.pivot, self.lang)
             score = chrf(back, row["text"])
             row["round_trip_chrf"] = score
             rival = max((chrf(back, text) for text in _others(texts, row["text"])), default=0.0)

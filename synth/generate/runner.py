@@ -25,11 +25,13 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, retry_if_not_exception_type, stop_after_attempt
 
 from synth.generate.backends import Backend, Completion, FatalError, RequestFailed, TransientError
 from synth.generate.cache import GenerationCache
+from synth.generate.request import Unusable, nonempty
 
 
 class GenerationAborted(RuntimeError):
@@ -83,6 +85,9 @@ class Outcome:
     completion: Completion | None
     cached: bool = False
     error: str | None = None   # why there is no completion: "generation_failed:<kind>"
+    # What the task's parser made of the answer (of a kept unusable one too: Unusable.value);
+    # None without a completion.
+    parsed: Any = None
 
 
 # Failures that say the endpoint itself is broken (a 429 says it is busy: wait, do not give up).
@@ -290,17 +295,19 @@ class RequestRunner:
         requests: list[tuple[str, list[dict]]],
         *,
         priority: int = 0,
-        is_usable: Callable[[int, str], bool] = lambda index, text: bool(text.strip()),
+        parse: Callable[[int, str], Any] = nonempty,
         stats: GenerationStats | None = None,
         on_done: Callable[[int], None] | None = None,
         sizes: list[float] | None = None,
     ) -> list[Outcome]:
         """Answers for (cache key, messages) pairs, in order. Lower `priority` goes first (give
-        the chunk index). `is_usable(index, text)` decides whether an answer is worth keeping
-        (e.g. the parser finds a translation in it); an unusable one is retried once, resampled (see
-        RetryPolicy.unusable_attempts), and the last one is kept, so the filters record why it was
-        dropped. `sizes` are the expected lengths of the answers (larger goes first within a
-        priority); by default the prompts' lengths."""
+        the chunk index). `parse(index, text)` is the task's parser, called once per answer kept
+        (a cached one too): what it returns is the outcome's `parsed`; it raises
+        synth.generate.request.Unusable for an answer not worth keeping (e.g. no translation in it),
+        which is retried once, resampled (see RetryPolicy.unusable_attempts), and the last one is
+        kept with the exception's `value`, so the filters record why it was dropped. By default an
+        answer's text, unusable when blank. `sizes` are the expected lengths of the answers (larger
+        goes first within a priority); by default the prompts' lengths."""
         stats = stats if stats is not None else GenerationStats()
         outcomes: list[Outcome | None] = [None] * len(requests)
         cached = self.cache.get_many([key for key, _ in requests])
@@ -311,7 +318,7 @@ class RequestRunner:
                 completion = Completion(
                     answer["text"], answer["prompt_tokens"], answer["completion_tokens"], answer.get("finish_reason"), answer.get("sampling")
                 )
-                outcomes[index] = Outcome(completion, cached=True)
+                outcomes[index] = Outcome(completion, cached=True, parsed=_parsed(parse, index, completion.text)[0])
                 stats.cache_hits += 1
                 stats.prompt_tokens += completion.prompt_tokens
                 stats.completion_tokens += completion.completion_tokens
@@ -323,7 +330,7 @@ class RequestRunner:
         async def answer(index: int) -> None:
             key, messages = requests[index]
             size = sizes[index] if sizes is not None else prompt_size(messages)
-            outcomes[index] = await self._answer(key, messages, priority, size, lambda text: is_usable(index, text), stats)
+            outcomes[index] = await self._answer(key, messages, priority, size, lambda text: parse(index, text), stats)
             if on_done:
                 on_done(1)
 
@@ -340,7 +347,7 @@ class RequestRunner:
         return outcomes  # type: ignore[return-value]
 
     async def _answer(
-        self, key: str, messages: list[dict], priority: int, size: float, is_usable: Callable[[str], bool], stats: GenerationStats
+        self, key: str, messages: list[dict], priority: int, size: float, parse: Callable[[str], Any], stats: GenerationStats
     ) -> Outcome:
         last = self.policy.max_attempts
         params, unusable = self.params, 0  # the sampling of the next attempt; unusable answers so far
@@ -373,7 +380,8 @@ class RequestRunner:
                     stats.spent_completion_tokens += completion.completion_tokens
                     if params is not self.params:
                         completion = replace(completion, sampling=params)
-                    usable = is_usable(completion.text)
+                    parsed, reason = _parsed(parse, completion.text)
+                    usable = reason is None
                     if unusable:
                         stats.unusable_fixed += usable
                     if not usable and (number == last or unusable + 1 >= self.policy.unusable_attempts):
@@ -385,7 +393,7 @@ class RequestRunner:
                         stats.unusable_retried += 1
                         unusable += 1
                         params = resampled(self.params, self.policy, unusable)
-                        raise TransientError("unusable_answer", "the answer holds no usable text")
+                        raise TransientError("unusable_answer", f"the answer holds no usable text ({reason})")
         except TransientError as error:
             stats.failed += 1
             return Outcome(None, error=f"generation_failed:{error.kind}")
@@ -393,4 +401,12 @@ class RequestRunner:
         stats.succeeded += 1
         stats.prompt_tokens += completion.prompt_tokens
         stats.completion_tokens += completion.completion_tokens
-        return Outcome(completion)
+        return Outcome(completion, parsed=parsed)
+
+
+def _parsed(parse: Callable[..., Any], *args) -> tuple[Any, str | None]:
+    """(what `parse(*args)` made of an answer, None or why the answer is unusable)."""
+    try:
+        return parse(*args), None
+    except Unusable as unusable:
+        return unusable.value, unusable.reason or "unusable"

@@ -1,15 +1,20 @@
 """Back-translation: the authentic `lang` text goes in, a `pivot` translation comes out.
 
-The prompt lives in prompts/backtranslate.toml; the parser sits here beside it. Small models wrap
-their translation in chatter ("Sure! Here is the translation:"), labels ("English:"), quotes and
-notes; the parser keeps the translation only.
+The prompt lives in prompts/backtranslate.toml; the parser and the rows sit here beside it
+(`BacktranslateTask`: requests, parse, rows). Small models wrap their translation in chatter
+("Sure! Here is the translation:"), labels ("English:"), quotes and notes; the parser keeps the
+translation only. The round trip (synth.filters.roundtrip) asks the same task the other way.
 """
 
+import json
 import re
 from dataclasses import dataclass
 
+from synth.generate.backends import Completion
 from synth.generate.prompts import PromptTemplate, load_prompt
+from synth.generate.request import Request, Unusable
 from synth.languages import language_name
+from synth.read import Segment
 
 TASK = "backtranslate"
 
@@ -62,3 +67,40 @@ def parse_translation(answer: str, lang: str, pivot: str) -> str:
             text = text[len(opening) : -len(closing)].strip()
             break
     return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class BacktranslateTask:
+    """Translating `lang` text into `pivot`: one request per text, the translation parsed out of its
+    answer (unusable when there is none), one row per segment."""
+
+    prompt: BacktranslationPrompt
+    lang: str
+    pivot: str
+
+    def request(self, text: str) -> Request:
+        return Request(self.prompt.messages(text, self.lang, self.pivot))
+
+    def requests(self, segment: Segment) -> list[Request]:
+        return [self.request(segment.text)]
+
+    def parse(self, request: Request, answer: str) -> str:
+        translation = parse_translation(answer, self.lang, self.pivot)
+        if not translation:
+            raise Unusable("no translation in the answer", translation)
+        return translation
+
+    def rows(
+        self, segment: Segment, request: Request, completion: Completion | None, translation: str | None, *, model: str, params: dict
+    ) -> list[dict]:
+        """The row of one answered (or failed: `completion` None) request; `translation`: `parse`'s."""
+        return [{
+            "id": segment.id, "text": segment.text, "lang": self.lang, "pivot_lang": self.pivot,
+            "synthetic_side": "translation", "source": segment.source, "line": segment.line,
+            "model": model, "prompt_version": self.prompt.version,
+            "generation_params": json.dumps(params, sort_keys=True),
+            "translation": translation if completion else None,
+            "raw_answer": completion.text if completion else None,
+            "prompt_tokens": completion.prompt_tokens if completion else None,
+            "completion_tokens": completion.completion_tokens if completion else None,
+        }]

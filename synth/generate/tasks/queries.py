@@ -1,18 +1,23 @@
 """Search queries for a passage: the passage goes in, a list of queries comes out.
 
-The prompt lives in prompts/queries.toml (one instruction per kind of query); the parser sits here
-beside it. Models wrap the list in chatter ("Sure! Here are 3 queries:", "I hope these help"),
-number or bullet it, label items ("Query 1:", "**Keyword query:**") and quote them; the parser
-keeps the queries only.
+The prompt lives in prompts/queries.toml (one instruction per kind of query); the parser and the
+rows sit here beside it (`QueriesTask`: requests, parse, rows). Models wrap the list in chatter
+("Sure! Here are 3 queries:", "I hope these help"), number or bullet it, label items ("Query 1:",
+"**Keyword query:**") and quote them; the parser keeps the queries only.
 """
 
+import json
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from synth.generate.backends import Completion
 from synth.generate.prompts import PromptTemplate, load_prompt, prompts_dir
+from synth.generate.request import Request, Unusable
 from synth.languages import language_name
+from synth.read import Segment, record_id
 
 TASK = "queries"
 
@@ -81,3 +86,61 @@ def parse_queries(answer: str, limit: int | None = None) -> list[str]:
         candidates = [line for line in lines if not _CHATTER.search(line)]
     queries = [query for query in map(_clean, candidates) if query and not _CHATTER.search(query)]
     return queries[:limit]
+
+
+def query_id(passage_id: str, kind: str, query: str) -> str:
+    return record_id(f"{passage_id}\n{kind}\n{query}")
+
+
+@dataclass(frozen=True)
+class QueriesTask:
+    """Writing search queries for a passage: one request per kind of query, asking for `per_passage`
+    queries; the queries parsed out of its answer, a row each.
+
+    An answer is unusable when none of its queries is worth a row: `chatter(query, passage)` says
+    why a query is a refusal or talk about the task (None: it is a query); the job passes the
+    chatter filter's rule (synth.filters.retrieval.chatter_reason), so that what is retried is
+    what that filter would drop."""
+
+    prompt: QueryPrompt
+    kinds: tuple[str, ...]
+    per_passage: int
+    lang: str
+    query_lang: str
+    chatter: Callable[[str, str], str | None] = lambda query, passage: None
+
+    def requests(self, segment: Segment) -> list[Request]:
+        return [
+            Request(
+                self.prompt.messages(segment.text, kind, self.per_passage, self.lang, self.query_lang),
+                {"kind": kind, "passage": segment.text},
+            )
+            for kind in self.kinds
+        ]
+
+    def parse(self, request: Request, answer: str) -> list[str]:
+        """The answer's queries; unusable without one that is not a refusal or talk about the task
+        (an empty answer, "Here are some search queries:", "I'm sorry, I cannot...")."""
+        queries = parse_queries(answer, self.per_passage)
+        passage = request.meta.get("passage", "")
+        if not any(self.chatter(query, passage) is None for query in queries):
+            raise Unusable("no query in the answer", queries)
+        return queries
+
+    def rows(
+        self, segment: Segment, request: Request, completion: Completion | None, queries: list[str] | None, *, model: str, params: dict
+    ) -> list[dict]:
+        """The rows of one answered (or failed: `completion` None) request, a query each; `queries`: `parse`'s."""
+        kind = request.meta["kind"]
+        common = {
+            "passage": segment.text, "passage_id": segment.id, "kind": kind, "query_lang": self.query_lang, "lang": self.lang,
+            "source": segment.source, "line": segment.line, "model": model, "prompt_version": self.prompt.version,
+            # A resampled retry's own parameters where it wrote the answer (synth.generate.runner).
+            "generation_params": json.dumps((completion and completion.sampling) or params, sort_keys=True),
+            "raw_answer": completion.text if completion else None,
+            "prompt_tokens": completion.prompt_tokens if completion else None,
+            "completion_tokens": completion.completion_tokens if completion else None,
+        }
+        # An answer without a query still makes a row, so that its drop is recorded with a reason.
+        queries = (queries if completion else []) or [None]
+        return [{"id": query_id(segment.id, kind, query or ""), "query": query, **common} for query in queries]

@@ -1,8 +1,10 @@
 """The LLM relevance check of a (query, passage) pair: does the passage answer the query? yes/no.
 
-The prompt lives in prompts/relevance.toml; the parser sits here beside it. Models answer "Yes.",
-"**No**", "Answer: yes", "No, the passage is about ..." or think first (<think>...</think>): the
-first yes or no word outside a think block is the verdict; an answer with neither is unclear (None).
+The prompt lives in prompts/relevance.toml; the parser sits here beside it (`RelevanceTask`:
+request, parse; the verdicts are the relevance check's, synth.queries.RelevanceCheck). Models
+answer "Yes.", "**No**", "Answer: yes", "No, the passage is about ..." or think first
+(<think>...</think>): the first yes or no word outside a think block is the verdict; an answer
+with neither is unclear (None).
 """
 
 import re
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synth.generate.prompts import PromptTemplate, load_prompt
+from synth.generate.request import Request, Unusable
 from synth.languages import language_name
 
 TASK = "relevance"
@@ -40,3 +43,21 @@ def parse_relevance(answer: str | None) -> bool | None:
     """True for yes, False for no, None when the answer says neither."""
     match = _VERDICT.search(_THINK.sub("", answer or ""))
     return None if match is None else match.group(1).casefold() == "yes"
+
+
+@dataclass(frozen=True)
+class RelevanceTask:
+    """Asking whether a passage answers a query: one request per (query, passage) row, its answer
+    parsed into "yes" or "no" (unusable, "unclear", when it says neither)."""
+
+    prompt: RelevancePrompt
+
+    def request(self, row: dict) -> Request:
+        """The request about a row with `query`, `passage`, `query_lang` and `lang`."""
+        return Request(self.prompt.messages(row["query"], row["passage"], row["query_lang"], row["lang"]))
+
+    def parse(self, request: Request, answer: str) -> str:
+        relevant = parse_relevance(answer)
+        if relevant is None:
+            raise Unusable("neither yes nor no", "unclear")
+        return "yes" if relevant else "no"
