@@ -768,6 +768,12 @@ class ChunkedJob:
             "warnings": {"high_reject_rate": reject_warnings({lang: funnel})},
             "embedding": embedding_decisions({lang: funnel}, self.config),
             "lid": {"unverified": dict(unverified), "detectors": self.lid_detectors_used()},
+            # Each filter's own time (FilterChain times every block), summed over the dataset's
+            # chunks as each was filtered and recorded when it was staged: publishing the same
+            # staged chunks again gives the same figures, so the same bytes (no new Hub commit).
+            "filter_seconds": {
+                name: round(step.seconds, 3) for name, step in steps.items() if name != GENERATE_STEP and name not in stages
+            },
             "run": {
                 "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
                 "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
@@ -780,9 +786,6 @@ class ChunkedJob:
                 "prompt_tokens": this_run.spent_prompt_tokens,
                 "completion_tokens": this_run.spent_completion_tokens,
                 **({"cost_usd": run_cost} if run_cost is not None else {}),
-                # Each filter's own time over the dataset's chunks (here, not in stats.json: the same
-                # data must publish the same bytes, and timings never repeat).
-                "filter_seconds": {name: round(step.seconds, 3) for name, step in steps.items()},
             },
         }
 

@@ -93,6 +93,18 @@ def test_the_command_with_embeddings_and_per_language_settings(tmp_path):
     assert "`min_margin[zu]` (derived per chunk)" in card and "| `min_margin` | p20 |" in card
     kept = load(out)
     assert all(row["margin"] is not None and row["text_lid_detector"] == "py3langid" for row in kept)
+    # Every filter's own time (issue 15), the embedder by far the dearest; recorded with the staged
+    # chunks, so publishing them again writes the same stats.json.
+    seconds = stats["filter_seconds"]
+    assert list(seconds) == [step["step"] for step in stats["funnel"]["zu"][1:]]
+    assert seconds["embedding"] == max(seconds.values()) > 0
+    before = (out / "stats.json").read_bytes()
+    again = CliRunner().invoke(app, [
+        "filter", *paths, "--src-lang", "zu", "--tgt-lang", "en", "--out", str(out),
+        "--min-margin", "p20", "--lid-detector", "zu=py3langid", "--lid-min-score", "en=0.6",
+    ])
+    assert again.exit_code == 0, again.output
+    assert (out / "stats.json").read_bytes() == before
 
 
 def test_misaligned_files_and_missing_fields_fail_with_what_to_do(tmp_path):
