@@ -256,7 +256,7 @@ class JobConfig(PublishSettings, FilterSettings):
     prompt_file: str | None = setting(None, "Another prompt template (TOML) than the task's prompts/TASK.toml", panel="Model and endpoint")
     cache_dir: Path | None = setting(None, "Generation cache folder (default: OUT/.synth; share it between jobs)", panel="Model and endpoint")
     # Work split and output
-    chunk_size: int = setting(256, "Records per chunk (one task per chunk: the unit of work, staging and resume)", panel="Model and endpoint", ge=1, le=100_000)
+    chunk_size: int = setting(256, "Records per chunk: the unit of filtering, staging and resume (several chunks generate at once)", panel="Model and endpoint", ge=1, le=100_000)
     # After publishing (declared with `setting`: the command's options and the flows' parameters derive from it)
     evaluate: bool = setting(False, "After publishing, train a student on the dataset and measure the retrieval it gains (`synth evaluate` with its defaults: results in OUT/eval and the card, pushed with the dataset)", panel="Evaluation")
     evaluate_on: list[str] = setting(list, "Evaluation bitexts for --evaluate, as `synth evaluate --eval` (a file of pairs, SRC,TGT, or 'udhr'); the dataset's test split is always used", panel="Evaluation", metavar="FILE|SRC,TGT|udhr")
