@@ -57,7 +57,10 @@ from synth.generate.backends import FatalError
 from synth.job import ChunkedJob, ChunkResult
 from synth.plan import plan_job
 from synth.progress import RunProgress
+from synth.generate.runner import GenerationAborted
+from synth.publish.hub import HubPushError
 from synth.read import CorpusError, ReadStats
+from synth.runlock import OutputError
 from synth.redact import install_log_filter
 
 PROGRESS_SECONDS = 0.5  # the progress artifact is updated at most this often
@@ -433,7 +436,13 @@ def main(flow_function: Callable[..., dict], model: type[BaseModel], noun: str) 
     from synth.options import declared_config
 
     config = declared_config(model, sys.argv[1:])
-    result = flow_function(**config.model_dump(mode="json"))
+    try:
+        result = flow_function(**config.model_dump(mode="json"))
+    except (CorpusError, OutputError, ValueError, GenerationAborted, HubPushError) as error:
+        # The flow run's logs above hold the details; the command ends as `synth` does (README: exit codes).
+        code = 3 if isinstance(error, GenerationAborted) else 4 if isinstance(error, HubPushError) else 2
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(code) from None
     print(f"kept {result['kept']} {noun}, rejected {result['rejected']}: {result['out']}")
 
 

@@ -147,10 +147,9 @@ def declared_options(model: type[BaseModel], required: bool = True) -> list[insp
         needed = field.is_required() and required
         if extra.get("cli") == "argument":
             kind = list[str] if shape in ("list", "comma") else scalar
-            info = typer.Argument(
-                help=help_text, metavar=extra.get("metavar") or name.upper(),
-                show_default=False, rich_help_panel=panel,
-            )
+            # In typer's own "Arguments" panel: rich prints argument panels before `--help`'s
+            # "Options", so an "Input" panel here would show twice, split by it.
+            info = typer.Argument(help=help_text, metavar=extra.get("metavar") or name.upper(), show_default=False)
             default = inspect.Parameter.empty if needed else None
             arguments.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[Optional[kind], info]))
             continue

@@ -119,6 +119,30 @@ def test_bad_parameter_fails_the_run_before_any_request(
     assert run.parameters["lang"] == "xx"
 
 
+def test_the_flow_script_ends_bad_input_like_the_command(
+    prefect_harness: str, flow_module: types.ModuleType, openai_server: ServerProcess, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`python flows/backtranslate.py` on a corpus with a broken line: the chunks read before it
+    are staged (a rerun after the fix resumes), and the command ends with the file, the line and
+    what to do, and exit code 2, as `synth backtranslate` does."""
+    from flows.common import main
+    from synth.config import BacktranslateConfig
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "Sawubona"}\n{"text": "Yebo"}\n{"text": broken\n{"text": "Ngiyabonga"}\n', encoding="utf-8")
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", [
+        "backtranslate.py", str(corpus), "--lang", "zu", "--out", str(out), "--base-url", openai_server.base_url, "--model", MODEL,
+        "--chunk-size", "1", "--embedder", "none", "--lid-detectors", "none",
+    ])
+    with pytest.raises(SystemExit) as stopped:
+        main(flow_module.backtranslate, BacktranslateConfig, "pairs")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("corpus.jsonl:3: not valid JSON (Expecting value at column 10). Each line must hold one JSON object.")
+    assert len(list((out / ".synth" / "chunks").glob("*.json"))) == 2  # the two lines before it
+    assert not (out / "README.md").exists()
+
+
 @pytest.mark.slow
 def test_flow_script_runs_with_the_in_process_model(tmp_path: Path, synth_env: dict, prefect_home: Path) -> None:
     """`python flows/backtranslate.py` with no --base-url (SmolLM2-135M in-process) and no Prefect API
