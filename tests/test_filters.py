@@ -7,7 +7,7 @@ import pytest
 
 from synth.config import PairFilterSettings
 from synth.data import udhr_articles
-from synth.filters.base import FilterChain, PerLanguage
+from synth.filters.base import BaseFilter, FilterChain, PerLanguage
 from synth.filters.dedup import PairDeduplicator
 from synth.filters.embedding import (
     Cut,
@@ -305,3 +305,34 @@ def test_the_default_chain_on_a_noised_batch(embedder):
     assert stage[(mislabelled["text"], mislabelled["translation"])] == "language_id"
     assert len(kept) >= 9  # of the ten good pairs
     assert set(chain.stats) >= {"empty", "refusal", "truncation", "copy", "length", "script", "language_id", "embedding"}
+
+
+def test_a_filter_of_one_row_at_a_time_is_looped_counted_and_timed_by_the_base():
+    """A block says keep or drop for a row (`judge_row`); BaseFilter owns the loop, the counts per
+    language and reason, the drops' stage and reason, and the time; each chain counts afresh."""
+
+    class ShortText(BaseFilter):
+        name = "short"
+
+        def judge_row(self, row):
+            return f"short:{len(row['text'])}" if len(row["text"]) < 5 else None
+
+    class Miscounts(BaseFilter):
+        name = "miscounts"
+
+        def judge(self, rows):
+            return [None]  # one verdict, whatever the batch: the base refuses it
+
+    rows = [{"text": "abc", "lang": "zu"}, {"text": "abcdef", "lang": "zu"}, {"text": "ab", "lang": "xh"}]
+    block = ShortText()
+    kept, rejected = FilterChain([block]).run([dict(row) for row in rows])
+    assert [row["text"] for row in kept] == ["abcdef"]
+    assert [(row["reject_stage"], row["reject_reason"]) for row in rejected] == [("short", "short:3"), ("short", "short:2")]
+    stats = block.stats
+    assert (dict(stats.rows_in), dict(stats.rows_out)) == ({"zu": 2, "xh": 1}, {"zu": 1})
+    assert {lang: dict(reasons) for lang, reasons in stats.reasons.items()} == {"zu": {"short": 1}, "xh": {"short": 1}}
+    assert stats.seconds > 0
+    FilterChain([block]).run([dict(rows[0])])  # the next chunk's chain: counted afresh
+    assert dict(block.stats.rows_in) == {"zu": 1}
+    with pytest.raises(RuntimeError, match="miscounts returned 1 verdicts for 3 rows"):
+        FilterChain([Miscounts()]).run([dict(row) for row in rows])

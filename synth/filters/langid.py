@@ -20,6 +20,7 @@ from functools import cache, cached_property, lru_cache
 from typing import Protocol
 
 from synth.languages import UnknownLanguageError, language_name, normalize_language
+from synth.filters.base import BaseFilter
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,7 @@ class LanguageIdentifier:
         return rows
 
 
-class LanguageIdFilter:
+class LanguageIdFilter(BaseFilter):
     """Drops a pair when either side is not in its declared language; unknown languages pass."""
 
     name = "language_id"

@@ -24,6 +24,7 @@ import numpy as np
 from synth.filters.embedding import Embedder
 from synth.filters.heuristics import REFUSAL
 from synth.filters.langid import LanguageIdFilter, LanguageIdentifier
+from synth.filters.base import BaseFilter
 
 _NOT_WORD = re.compile(r"[\W_]+")
 # A "query" that talks about the task instead of searching: it points at the passage or the list,
@@ -41,11 +42,11 @@ def query_key(query: str) -> str:
     return _NOT_WORD.sub(" ", query.casefold()).strip()
 
 
-class EmptyQueryFilter:
+class EmptyQueryFilter(BaseFilter):
     name = "empty"
 
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        return [None if (row.get("query") or "").strip() else "empty_query" for row in rows]
+    def judge_row(self, row: dict) -> str | None:
+        return None if (row.get("query") or "").strip() else "empty_query"
 
 
 def chatter_reason(query: str, passage: str) -> str | None:
@@ -57,17 +58,17 @@ def chatter_reason(query: str, passage: str) -> str | None:
     return None
 
 
-class QueryChatterFilter:
+class QueryChatterFilter(BaseFilter):
     """A refusal or an apology, or talk about the task (`META`), where a query should be. A phrase
     the passage itself holds is content, not chatter ("the passage of the bill")."""
 
     name = "chatter"
 
-    def judge(self, rows: list[dict]) -> list[str | None]:
-        return [chatter_reason(row["query"], row["passage"]) for row in rows]
+    def judge_row(self, row: dict) -> str | None:
+        return chatter_reason(row["query"], row["passage"])
 
 
-class DuplicateQueryFilter:
+class DuplicateQueryFilter(BaseFilter):
     """The same query again in the chunk (for its passage or another): the first one stays."""
 
     name = "duplicate"
@@ -82,7 +83,7 @@ class DuplicateQueryFilter:
         return verdicts
 
 
-class CopiedSpanFilter:
+class CopiedSpanFilter(BaseFilter):
     """Too easy: the query is mostly one run of the passage's words, copied (a lexical match any
     BM25 finds teaches a retriever nothing). Measured in words, case and punctuation ignored: the
     longest run of consecutive words the query shares with the passage, over the query's words.
@@ -153,7 +154,7 @@ class PassageIndex:
         return np.stack([self._queries[query] for query in queries])
 
 
-class QueryConsistencyFilter:
+class QueryConsistencyFilter(BaseFilter):
     name = "embedding"
 
     def __init__(self, index: PassageIndex, min_cosine: float = 0.75):
@@ -231,7 +232,7 @@ class RankModel:
         return model
 
 
-class RoundTripFilter:
+class RoundTripFilter(BaseFilter):
     """Keeps a query when it finds its passage again among the chunk's passages, judged against
     the chunk's own difficulty rather than a fixed top k.
 

@@ -14,7 +14,7 @@ from functools import cache
 import langcodes
 from fontTools import unicodedata
 
-from synth.filters.base import PerLanguage
+from synth.filters.base import BaseFilter, PerLanguage
 from synth.languages import normalize_language
 
 # ISO 15924 codes that stand for several scripts used together.
@@ -68,7 +68,7 @@ def script_share(text: str, scripts: frozenset[str]) -> tuple[float | None, str 
     return sum(counts[s] for s in scripts) / total, counts.most_common(1)[0][0]
 
 
-class ScriptFilter:
+class ScriptFilter(BaseFilter):
     """Drops a pair when less than `min_share` of a side's letters are in its language's script.
 
     A side without letters (digits, punctuation) passes: it has no script to be wrong in. A language
