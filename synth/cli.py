@@ -410,7 +410,7 @@ def _run_job(job_class: type, config, doing: str, rows: str, run: RunOptions, sm
     from huggingface_hub.errors import HfHubHTTPError
 
     from synth.generate.runner import GenerationAborted
-    from synth.job import stop_filter_process
+    from synth.filter_worker import stop_filter_process
     from synth.publish.hub import HubPushError
     from synth.read import CorpusError
     from synth.runlock import OutputError

@@ -15,15 +15,12 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
-import multiprocessing.connection
 import os
 import secrets
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -36,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth import redact
+from synth.filter_worker import filter_executor, forget_broken_pool, in_worker, warm_filters_in_worker
 from synth.filters.base import FilterChain, FilterStats, reason_kind
 from synth.filters.langid import LanguageIdentifier, LanguageIdFilter
 from synth.filters.pairs import language_identifier
@@ -159,89 +157,9 @@ def _filter_stats_dict(stats: FilterStats) -> dict:
     }
 
 
-# --- the filter process ----------------------------------------------------------------------------
-# Filters are Python that holds the GIL (difflib, regexes, detectors, tokenizers): on a thread of
-# the event loop's process they starve generation (every socket call then waits for the GIL). One
-# worker process per synth process filters and stages the chunks of `run_async`; it outlives a job,
-# so the models it loaded serve the next job too. Like any library with worker processes, a script
-# that runs a job needs the `if __name__ == "__main__":` guard (the worker imports the main module).
-_filter_pool: ProcessPoolExecutor | None = None
-_worker_jobs: dict[str, "ChunkedJob"] = {}
 # Rows generated ahead of the filter process at most (a few MB): enough that a filter slower than
 # the server does not hold generation up over a typical job, little enough for any corpus size.
 BUFFERED_ROWS = 4096
-
-
-def _filter_process() -> Executor:
-    global _filter_pool
-    if multiprocessing.current_process().daemon:
-        # A daemonic process (a Dask worker) may not start children: the filters run in a thread
-        # of this process, still beside the event loop that keeps the requests going.
-        return _filter_thread()
-    if _filter_pool is None:
-        _filter_pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_filter_worker
-        )
-    return _filter_pool
-
-
-def stop_filter_process() -> None:
-    """End the filter process now (a run stopped by a signal): what it was staging is redone on
-    the rerun, and the interpreter does not wait for it on the way out."""
-    global _filter_pool
-    pool, _filter_pool = _filter_pool, None
-    if pool is None:
-        return
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _start_filter_worker() -> None:
-    # Niced: where CPU is short, the event loop (and a local server) go first and the filters,
-    # which may lag behind by BUFFERED_ROWS, take what is left.
-    os.nice(5)
-    # A pool worker outlives a parent killed with -9 (it holds its own end of the task queue):
-    # exit with it instead. What the worker was staging is redone on the rerun.
-    parent = multiprocessing.parent_process()
-
-    def exit_with_parent() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(1)
-
-    threading.Thread(target=exit_with_parent, name="synth-exit-with-parent", daemon=True).start()
-
-
-def _filter_and_stage_in_worker(job_class: type, config, chunk, answered, failed, generation) -> "ChunkResult":
-    """In the filter process: the job is rebuilt from its config (once per config)."""
-    return _in_worker(job_class, config, "filter_and_stage", chunk, answered, failed, generation)
-
-
-def _warm_filters_in_worker(job_class: type, config) -> None:
-    """In the filter process, while the first requests are out: load what the filters need."""
-    try:
-        _in_worker(job_class, config, "warm_filters")
-    except Exception as error:  # noqa: BLE001  the first chunk's filtering meets it again, and reports it
-        log.debug("warming the filters up failed: %r", error)
-
-
-@lru_cache(maxsize=1)
-def _filter_thread() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-filter")
-
-
-_worker_jobs_lock = threading.Lock()
-
-
-def _in_worker(job_class: type, config, method: str, *args):
-    """In the filter process: `method` of the job, rebuilt from its config (once per config)."""
-    key = f"{job_class.__module__}.{job_class.__qualname__}:{config.model_dump_json()}"
-    with _worker_jobs_lock:
-        if key not in _worker_jobs:
-            _worker_jobs.clear()
-            _worker_jobs[key] = job_class(config)
-        job = _worker_jobs[key]
-    return getattr(job, method)(*args)
 
 
 @lru_cache(maxsize=2)
@@ -267,8 +185,9 @@ class ChunkedJob:
     # The column whose hash puts a kept row into train/validation/test: rows sharing it (e.g. the
     # queries of one passage) always land in the same split.
     split_key: str = "id"
-    # False for a job whose records arrive with both sides (synth.filter_job): no model, no
-    # generation step in the funnel, no cost; it overrides `generation()` and `generate()`.
+    # False for a job whose records arrive with both sides (synth.filter_job): a pipeline without a
+    # generate stage (no model, no generation step in the funnel, no cost); `rows_to_filter` gives
+    # what its filters see.
     generates: bool = True
 
     def __init__(self, config):
@@ -643,12 +562,11 @@ class ChunkedJob:
         loop = asyncio.get_running_loop()
         results: list[ChunkResult] = []
         room = asyncio.Semaphore(self.chunks_in_memory)
-        filters = _filter_process()
+        filters = filter_executor()
         # The detectors and the embedder load while the first chunks generate, not after.
-        loop.run_in_executor(filters, _warm_filters_in_worker, type(self), self.config)
+        loop.run_in_executor(filters, warm_filters_in_worker, type(self), self.config)
 
         async def process(chunk: Chunk, runner: RequestRunner) -> None:
-            global _filter_pool
             try:
                 if self.generates:
                     answered, failed, stats = await self.generate(chunk, runner, on_done)
@@ -658,17 +576,17 @@ class ChunkedJob:
                         on_done(len(answered))
                 if not self.asks_after_filtering:
                     results.append(await loop.run_in_executor(
-                        filters, _filter_and_stage_in_worker, type(self), self.config, chunk, answered, failed, stats
+                        filters, in_worker, type(self), self.config, "filter_and_stage", chunk, answered, failed, stats
                     ))
                     return
                 # Filtered in the filter process, asked here (the runner is this loop's), staged there.
-                filtered = await loop.run_in_executor(filters, _in_worker, type(self), self.config, "filter_rows", chunk, answered, failed)
+                filtered = await loop.run_in_executor(filters, in_worker, type(self), self.config, "filter_rows", chunk, answered, failed)
                 await self.ask(chunk, filtered, runner, stats)
                 results.append(await loop.run_in_executor(
-                    filters, _in_worker, type(self), self.config, "stage", chunk, filtered, failed, stats
+                    filters, in_worker, type(self), self.config, "stage", chunk, filtered, failed, stats
                 ))
             except BrokenProcessPool:
-                _filter_pool = None  # the worker died (killed, out of memory): the next job starts another
+                forget_broken_pool()  # the worker died (killed, out of memory): the next job starts another
                 raise
             finally:
                 room.release()
