@@ -17,12 +17,19 @@ come from an environment variable or a Prefect Secret block named by a parameter
 parameter.
 """
 
-import contextvars
-import functools
-import importlib.util
-import inspect
-import json
 import os
+
+# A plain `python flows/...` run starts a temporary Prefect server: it needs 40-60 s to start on 2
+# cores (Prefect waits 20 s), and its telemetry fails without internet, logging an ERROR. Set
+# before prefect is imported; a value in the environment wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import contextvars  # noqa: E402
+import functools  # noqa: E402
+import importlib.util  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
 import re
 import shlex
 import threading
@@ -172,8 +179,8 @@ def process_shard(
     results = job.run_shard(shard, shards, on_done, generation_slots)
     reused = sum(result.reused for result in results)
     get_run_logger().info(
-        "shard %d of %d: %d chunks (%d staged by an earlier run), %d kept, %d rejected; %d requests sent, %d answers from the cache",
-        shard, shards, len(results), reused, sum(r.kept for r in results), sum(r.rejected for r in results),
+        "shard %d of %d: %d chunk%s (%d staged by an earlier run), %d kept, %d rejected; %d requests sent, %d answers from the cache",
+        shard, shards, len(results), "s" * (len(results) != 1), reused, sum(r.kept for r in results), sum(r.rejected for r in results),
         sum(r.generation.get("requests", 0) for r in results if not r.reused),
         sum(r.generation.get("cache_hits", 0) for r in results if not r.reused),
     )
@@ -377,10 +384,10 @@ def _run_job(job_class: type[ChunkedJob], config_class: type[BaseModel], paramet
                             progress.advance(progress.total * len(finished) // shards - progress.done)
                 shown.show()
         planning.join()
+        progress.set_stage("publish")
         shown.show(force_line=True)
         job.read_stats = ReadStats(**finished[0].read)
         results = sorted((chunk for shard in finished for chunk in shard.chunks), key=lambda r: r.index)
-        progress.set_stage("publish")
         published, stats = job.publish(results, started, command=_reproduce_command(parameters))
     finally:
         with _jobs_lock:

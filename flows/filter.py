@@ -10,13 +10,8 @@ Per-language values are mappings, e.g. `--param 'min_margin={"wo": 0.5}'` (the o
 the default) or `lid_detector={"zu": "py3langid"}`.
 """
 
-import os
 import sys
 from pathlib import Path
-
-# The temporary Prefect server of a plain `python flows/...` run needs 40-60 s to start on 2 cores;
-# Prefect's default wait is 20 s. Set before prefect is imported.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 # Run as a script or loaded by path (prefect.yaml's entrypoint): make `synth` and `flows` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -1,18 +1,13 @@
 """Prefect flow for synthetic search queries: the same job and parameters as `synth queries`, plus
-the run options every flow takes (flows/common.py: chunks at once, a global concurrency limit,
+the run options every flow takes (flows/common.py: shards of the corpus, a global concurrency limit,
 the names of the Secret blocks holding the API key and the Hub token).
 
     python flows/queries.py synth/data/udhr/swh.txt --lang sw --query-lang en --out outputs/sw-queries   # no server needed
     prefect deployment run 'queries/DEPLOYMENT' --param lang=sw --watch                                 # as a deployment
 """
 
-import os
 import sys
 from pathlib import Path
-
-# The temporary Prefect server of a plain `python flows/...` run needs 40-60 s to start on 2 cores;
-# Prefect's default wait is 20 s. Set before prefect is imported.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 # Run as a script or loaded by path (prefect.yaml's entrypoint): make `synth` and `flows` importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
