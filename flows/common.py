@@ -175,10 +175,23 @@ def process_shard(
     api_key_secret: str | None = None,
 ) -> ShardResult:
     """One shard of the corpus through the engine (synth.job `run_shard`)."""
+    logger = get_run_logger()
     job = _shard_job(job_class, config, api_key_secret)
+    if job.progress is None:  # on a Dask worker: the shard's own progress, as a line in its logs every LOG_SECONDS
+        job.progress = RunProgress(job.task, "requests" if job.generates else "records")
+        job.progress.set_stage("generate" if job.generates else "filter")
+        logged = [time.monotonic()]
+
+        def log_now_and_then(progress: RunProgress) -> None:
+            if time.monotonic() - logged[0] >= LOG_SECONDS:
+                logged[0] = time.monotonic()
+                logger.info("shard %d of %d: %s", shard, shards, progress.line())
+
+        job.progress.listeners.append(log_now_and_then)
+        on_done = job.progress.advance
     results = job.run_shard(shard, shards, on_done, generation_slots)
     reused = sum(result.reused for result in results)
-    get_run_logger().info(
+    logger.info(
         "shard %d of %d: %d chunk%s (%d staged by an earlier run), %d kept, %d rejected; %d requests sent, %d answers from the cache",
         shard, shards, len(results), "s" * (len(results) != 1), reused, sum(r.kept for r in results), sum(r.rejected for r in results),
         sum(r.generation.get("requests", 0) for r in results if not r.reused),

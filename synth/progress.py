@@ -133,9 +133,10 @@ class RunProgress:
         percent = f" ({s['percent']:.0f}%)" if s["percent"] is not None else ""
         rate = f", {s['rate_per_s']:.1f}/s" if s["rate_per_s"] is not None else ""
         eta = f", ETA {_duration(s['eta_s'])}" if s["eta_s"] is not None else ""
+        chunks = f"/{s['chunks']}" if s["total"] is not None else ""  # the plan counts the chunks with the total
         return (
             f"{s['stage']}: {s['done']:,}{total} {s['unit']}{percent}{rate}{eta}, cache hits {s['cache_hits']:,}, "
-            f"retries {s['retries']:,}, chunks staged {s['chunks_staged']}/{s['chunks']}, elapsed {_duration(s['elapsed_s'])}"
+            f"retries {s['retries']:,}, chunks staged {s['chunks_staged']}{chunks}, elapsed {_duration(s['elapsed_s'])}"
         )
 
     def _changed(self) -> None:
