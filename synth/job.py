@@ -799,28 +799,41 @@ class ChunkedJob:
         stage = progress.set_stage if progress is not None else (lambda name: None)
         # Held until the push is done: a second run into the same folder stops at once.
         with self.exclusive(run_id, command):
+            counting = None
             if progress is not None:
-                # A first pass over the corpus: the total of the progress display (and bad input found early).
+                # The total of the progress display, counted in a pass over the corpus beside the
+                # run (not before it: the first requests go out at once).
                 stage("read")
-                reader = type(self)(self.config)
-                records = total = 0
-                try:
-                    for segment in reader.segments():
-                        records += 1
-                        total += len(self.requests_for(segment)) if self.generates else 1
-                except CorpusError:
-                    pass  # raised by the run itself, once the chunks read before it are staged
-                progress.plan(total, math.ceil(records / self.config.chunk_size))
-                stage("generate" if self.generates else "filter")
+                work = "generate" if self.generates else "filter"
+
+                def count() -> None:
+                    reader = type(self)(self.config)
+                    records = total = 0
+                    try:
+                        for segment in reader.segments():
+                            records += 1
+                            total += len(self.requests_for(segment)) if self.generates else 1
+                    except CorpusError:
+                        pass  # raised by the run itself, once the chunks read before it are staged
+                    progress.plan(total, math.ceil(records / self.config.chunk_size))
+                    if progress.stage == "read":
+                        stage(work)
+                    if self.generates and progress.stage == "generate" and progress.done >= total:
+                        stage("filter")
+
+                counting = threading.Thread(target=count, name="synth-count", daemon=True)
+                counting.start()
 
                 def on_done(count: int, forward=on_done) -> None:
                     progress.advance(count)
                     if forward is not None:
                         forward(count)
-                    if progress.total is not None and progress.done >= progress.total:
+                    if progress.total is not None and progress.done >= progress.total and progress.stage == "generate":
                         stage("filter")  # every answer in: the filters finish the last chunks
 
             results = asyncio.run(self.run_async(on_done))
+            if counting is not None:
+                counting.join()
             stage("publish")
             published, stats = self.publish(results, started, command, run_id)
             if after_publish is not None:
