@@ -799,7 +799,7 @@ class ChunkedJob:
         stage = progress.set_stage if progress is not None else (lambda name: None)
         # Held until the push is done: a second run into the same folder stops at once.
         with self.exclusive(run_id, command):
-            counting = None
+            counting, stop_counting = None, threading.Event()
             if progress is not None:
                 # The total of the progress display, counted in a pass over the corpus beside the
                 # run (not before it: the first requests go out at once).
@@ -811,10 +811,15 @@ class ChunkedJob:
                     records = total = 0
                     try:
                         for segment in reader.segments():
+                            if stop_counting.is_set():
+                                return  # the run stopped (an error, Ctrl-C)
                             records += 1
                             total += len(self.requests_for(segment)) if self.generates else 1
                     except CorpusError:
-                        pass  # raised by the run itself, once the chunks read before it are staged
+                        # Raised by the run itself, once the chunks read before it are staged: the
+                        # total is theirs, and there is none to show when the first line is bad.
+                        if not records:
+                            return
                     progress.plan(total, math.ceil(records / self.config.chunk_size))
                     if progress.stage == "read":
                         stage(work)
@@ -831,9 +836,14 @@ class ChunkedJob:
                     if progress.total is not None and progress.done >= progress.total and progress.stage == "generate":
                         stage("filter")  # every answer in: the filters finish the last chunks
 
-            results = asyncio.run(self.run_async(on_done))
-            if counting is not None:
-                counting.join()
+            try:
+                results = asyncio.run(self.run_async(on_done))
+            except BaseException:
+                stop_counting.set()
+                raise
+            finally:
+                if counting is not None:
+                    counting.join()  # its last line before the run's error or the publish
             stage("publish")
             published, stats = self.publish(results, started, command, run_id)
             if after_publish is not None:
