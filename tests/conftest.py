@@ -72,3 +72,19 @@ def prefect_harness(flow_module: ModuleType) -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])):
         yield prefect.settings.PREFECT_API_URL.value()
+
+
+class Memo:
+    """An embedder's encodings remembered: each text embedded once for the module that holds it
+    (the pair filters' tests give the real packaged embedder to several filters)."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.vectors = inner, inner.name, {}
+
+    def encode(self, texts: list[str]):
+        import numpy as np
+
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, self.inner.encode(missing)))
+        return np.stack([self.vectors[t] for t in texts])

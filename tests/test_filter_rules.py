@@ -14,6 +14,8 @@ from synth.generate.tasks.backtranslate import BacktranslationPrompt
 from synth.testing.openai_server import UdhrOracle
 from synth.testing.oracles import RoundTripOracle
 
+from conftest import Memo
+
 ZU, EN, WO = (udhr_articles(code) for code in ("zul", "eng", "wol"))
 PROMPT = BacktranslationPrompt.load()
 # What a 135M model answered for UDHR lines it could not translate: fluent, unrelated English.
@@ -31,19 +33,6 @@ HALLUCINATIONS = [
 
 def pair(text: str, translation: str, lang: str = "zu") -> dict:
     return {"text": text, "translation": translation, "lang": lang, "pivot_lang": "en"}
-
-
-class Memo:
-    def __init__(self, inner):
-        self.inner, self.name, self.seen = inner, inner.name, {}
-
-    def encode(self, texts):
-        import numpy as np
-
-        missing = [t for t in dict.fromkeys(texts) if t not in self.seen]
-        if missing:
-            self.seen.update(zip(missing, self.inner.encode(missing)))
-        return np.stack([self.seen[t] for t in texts])
 
 
 @pytest.fixture(scope="module")

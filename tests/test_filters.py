@@ -2,7 +2,6 @@
 
 import random
 
-import numpy as np
 import pytest
 
 from synth.config import PairFilterSettings
@@ -29,6 +28,8 @@ from synth.filters.heuristics import (
 )
 from synth.filters.pairs import pair_embedder, pair_filter_chain
 from synth.filters.script import ScriptFilter, expected_scripts, parse_scripts
+
+from conftest import Memo
 
 ZU, EN, AM, FR = (udhr_articles(code) for code in ("zul", "eng", "amh", "fra"))
 # Articles of one sentence in Zulu and in English: short aligned pairs, quick to embed.
@@ -193,19 +194,6 @@ def test_near_and_exact_duplicates():
     assert edited.startswith("near_duplicate:") and float(edited.split(":")[1]) >= 0.8
     assert dedup.check(ZU[11], EN[12]) is None  # a new combination of known sides is a new pair
     assert PairDeduplicator(threshold=None).check(ZU[0], EN[0]) is None
-
-
-class Memo:
-    """The pair filters' real embedder, each text embedded once for the whole module."""
-
-    def __init__(self, inner):
-        self.inner, self.name, self.vectors = inner, inner.name, {}
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
-        if missing:
-            self.vectors.update(zip(missing, self.inner.encode(missing)))
-        return np.stack([self.vectors[t] for t in texts])
 
 
 @pytest.fixture(scope="module")
