@@ -213,6 +213,11 @@ class ChunkedJob:
     def requests_for(self, segment: Segment) -> list[Request]:
         raise NotImplementedError
 
+    def work_of(self, segments: list[Segment]) -> int:
+        """What progress counts for these records: the requests a generating job makes (what
+        `on_done` reports as they are answered), the records of one that only filters."""
+        return sum(len(self.requests_for(segment)) for segment in segments) if self.generates else len(segments)
+
     def parse(self, request: Request, text: str) -> Any:
         """What an answer holds for the task, parsed once (the outcome's `parsed`, given to
         `rows_from`); raises synth.generate.request.Unusable when it holds nothing the task needs
@@ -604,7 +609,7 @@ class ChunkedJob:
                         if done is not None:
                             results.append(done)
                             if on_done:
-                                on_done(len(self.planned_requests(chunk)) if self.generates else len(chunk.segments))
+                                on_done(self.work_of(chunk.segments))
                             if self.progress is not None:
                                 self.progress.chunk_staged(chunk.index, done.kept, done.rejected, reused=True)
                             continue
@@ -814,7 +819,7 @@ class ChunkedJob:
                             if stop_counting.is_set():
                                 return  # the run stopped (an error, Ctrl-C)
                             records += 1
-                            total += len(self.requests_for(segment)) if self.generates else 1
+                            total += self.work_of([segment])
                     except CorpusError:
                         # Raised by the run itself, once the chunks read before it are staged: the
                         # total is theirs, and there is none to show when the first line is bad.
@@ -823,8 +828,11 @@ class ChunkedJob:
                     progress.plan(total, math.ceil(records / self.config.chunk_size))
                     if progress.stage == "read":
                         stage(work)
-                    if self.generates and progress.stage == "generate" and progress.done >= total:
-                        stage("filter")
+                    filtering_once_answered()
+
+                def filtering_once_answered() -> None:
+                    if progress.stage == "generate" and progress.total is not None and progress.done >= progress.total:
+                        stage("filter")  # every answer in: the filters finish the last chunks
 
                 counting = threading.Thread(target=count, name="synth-count", daemon=True)
                 counting.start()
@@ -833,8 +841,7 @@ class ChunkedJob:
                     progress.advance(count)
                     if forward is not None:
                         forward(count)
-                    if progress.total is not None and progress.done >= progress.total and progress.stage == "generate":
-                        stage("filter")  # every answer in: the filters finish the last chunks
+                    filtering_once_answered()
 
             try:
                 results = asyncio.run(self.run_async(on_done))
