@@ -74,26 +74,6 @@ class _Stopped:
         signal.signal(signal.SIGTERM, on_term)
 
 
-class _WarningsToConsole(logging.Handler):
-    """synth's warnings (a damaged cache set aside, a lock taken over) as lines on stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from synth.redact import scrub
-
-        console.print(f"[yellow]warning:[/] {escape(scrub(record.getMessage()))}", highlight=False)
-
-
-def _report_warnings() -> None:
-    from synth.redact import install_log_filter
-
-    logger = logging.getLogger("synth")
-    if not any(isinstance(handler, _WarningsToConsole) for handler in logger.handlers):
-        logger.addHandler(_WarningsToConsole(logging.WARNING))
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    install_log_filter()
-
-
 def print_funnel(stats: dict) -> None:
     for lang, steps in stats["funnel"].items():
         table = Table(title=f"funnel ({lang})", title_justify="left")
@@ -292,7 +272,7 @@ def logging_setup(run: RunOptions) -> None:
     from synth.redact import install_log_filter
 
     logger = logging.getLogger("synth")
-    for handler in [h for h in logger.handlers if isinstance(h, (_ConsoleHandler, _WarningsToConsole))]:
+    for handler in [h for h in logger.handlers if isinstance(h, _ConsoleHandler)]:
         logger.removeHandler(handler)
     handler = _ConsoleHandler()
     handler.setFormatter(JsonFormatter() if run.log_format == "json" else TextFormatter())
