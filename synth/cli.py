@@ -58,20 +58,49 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
 class _Stopped:
-    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that a stopped run unwinds the same
-    way (answers flushed to the cache, locks released); `signal` says which one it was."""
+    """SIGTERM stops a run as Ctrl-C does, so that it unwinds the same way (answers flushed to the
+    cache, locks released); `signal` says which one it was."""
 
     signal: str | None = None
 
     @classmethod
     def install(cls) -> None:
         import signal
+        import threading
 
         def on_term(number, frame):
             cls.signal = "SIGTERM"
-            raise KeyboardInterrupt
+            if _in_finalizer(frame):
+                # Python swallows an exception raised in a __del__ ("Exception ignored in"), and the
+                # stop would be lost: the signal comes again a moment later, outside it.
+                threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+                return
+            # Whatever handles Ctrl-C now: inside asyncio.run, its handler cancels the main task, so
+            # the run unwinds through its own awaits (a KeyboardInterrupt raised inside a task would
+            # escape it and be logged as "Task exception was never retrieved"); else KeyboardInterrupt.
+            on_int = signal.getsignal(signal.SIGINT)
+            if callable(on_int) and on_int is not on_term:
+                on_int(signal.SIGINT, frame)
+            else:
+                raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, on_term)
+
+    @classmethod
+    def run_over(cls) -> None:
+        """The run is published: a SIGTERM from now on ends the process as it would any program
+        (the dataset is complete), rather than a KeyboardInterrupt amid the summary or the exit."""
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _in_finalizer(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def print_funnel(stats: dict) -> None:
@@ -445,6 +474,7 @@ def _run_job(job_class: type, config, doing: str, rows: str, run: RunOptions, sm
             f"cannot write the output ({error}). Free some space or fix the permissions of {config.out} "
             f"(and --cache-dir), then rerun the same command: nothing written so far is lost."
         )
+    _Stopped.run_over()
     if run.log_format == "json":  # the end of the run as one more JSON line
         print_reject_warnings(stats)
         logging.getLogger("synth").info("done", extra={"synth": {
