@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from synth.publish.atomic import atomic_write_json
+from synth.atomic import atomic_write_json
 
 LOCK_NAME = "run.lock"
 log = logging.getLogger("synth")

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from synth.config import EvaluateConfig
 from synth.evaluate.dataset import QUERIES, PublishedDataset
-from synth.publish.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from synth.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 METHODS = ("base", "procrustes", "finetuned", "finetuned_with_rejects", "finetuned_shuffled")
 METHOD_LABELS = {

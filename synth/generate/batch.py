@@ -21,7 +21,7 @@ from pathlib import Path
 
 from synth.generate.backends import Completion
 from synth.generate.cache import GenerationCache
-from synth.publish.atomic import atomic_path, atomic_write_json
+from synth.atomic import atomic_path, atomic_write_json
 
 ENDPOINT = "/v1/chat/completions"
 # OpenAI takes at most 50,000 requests per batch file.

@@ -1,7 +1,7 @@
 """Publishing: atomic writes, the sharded dataset folder (configs, splits, views), its card and plots,
 and pushes to the Hugging Face Hub."""
 
-from synth.publish.atomic import (
+from synth.atomic import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_parquet,

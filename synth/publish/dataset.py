@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth.publish.atomic import (
+from synth.atomic import (
     TEMP_SUFFIX,
     atomic_write_json,
     atomic_write_text,

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from synth.languages import language_name
-from synth.publish.atomic import atomic_write_bytes
+from synth.atomic import atomic_write_bytes
 
 PLOTS_FOLDER = "plots"
 KEPT_COLOUR, DROPPED_COLOUR, THRESHOLD_COLOUR = "#2b6cb0", "#e07b67", "#222222"
