@@ -14,11 +14,27 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import lru_cache
 
 log = logging.getLogger("synth")
+
+class _FilterPool(ProcessPoolExecutor):
+    """Its process is born with SIGINT blocked: Ctrl-C in a terminal reaches the whole process
+    group, and the parent, which stops this process itself (stop_filter_process), is the one to
+    answer it; the child would print a KeyboardInterrupt from wherever it was, even mid-start."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        # A spawning pool starts its process inside submit, in the calling thread, whose signal
+        # mask the new process inherits across fork and exec.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
 
 _filter_pool: ProcessPoolExecutor | None = None
 _worker_jobs: dict[str, object] = {}  # the jobs rebuilt in the filter process, by class and config
@@ -32,7 +48,7 @@ def filter_executor() -> Executor:
         # of this process, still beside the event loop that keeps the requests going.
         return _filter_thread()
     if _filter_pool is None:
-        _filter_pool = ProcessPoolExecutor(
+        _filter_pool = _FilterPool(
             max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_filter_worker
         )
     return _filter_pool

@@ -498,6 +498,23 @@ def test_bad_paths_and_inputs_are_exit_2_with_one_clear_line(case: str, bad_case
     assert all(re.match(r"\d\d:\d\d:\d\d (read|generate):", line) for line in lines[: errors[0]]), result.stderr
 
 
+def test_ctrl_c_in_a_terminal_stops_the_run_and_its_filter_process_quietly(tmp_path: Path, synth_env: dict) -> None:
+    # A terminal sends SIGINT to the whole process group: the filter process too, not only synth.
+    out = tmp_path / "out"
+    with start_server("--latency", "0.2") as server:
+        args = [str(corpus(tmp_path, 40)), "--out", str(out), "--base-url", server.base_url, "--concurrency", "2", "--chunk-size", "4", *QUICK]
+        run = subprocess.Popen([str(SYNTH_BIN), "backtranslate", *args], env=synth_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while server.stats()["requests"] < 12 and time.monotonic() < deadline:  # chunks filtered in the filter process
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+
+    assert run.returncode == 130, stderr
+    assert "stopped by Ctrl-C" in flat(stderr)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
 def test_sigterm_stops_with_a_message_exit_143_and_the_rerun_goes_on(tmp_path: Path, synth_env: dict) -> None:
     out = tmp_path / "out"
     with start_server("--latency", "0.4") as server:
