@@ -61,7 +61,8 @@ from pydantic.fields import FieldInfo
 
 from synth.config import validation_message
 from synth.generate.backends import FatalError
-from synth.job import ChunkedJob, ChunkResult
+from synth.job import ChunkedJob
+from synth.staging import ChunkResult
 from synth.plan import plan_job
 from synth.progress import RunProgress
 from synth.generate.runner import GenerationAborted

@@ -16,13 +16,13 @@ from synth.filters.roundtrip import RoundTripStage
 from synth.generate.request import Request
 from synth.generate.runner import Outcome
 from synth.generate.tasks.backtranslate import BacktranslateTask, BacktranslationPrompt
-from synth.job import Chunk, ChunkedJob, ChunkResult
+from synth.job import Chunk, ChunkedJob
 from synth.languages import language_name
 from synth.publish import CardInfo, PublishResult, View, bitext_views
 from synth.read import Segment
 from synth.schema import BACKTRANSLATION_SCHEMA, REJECT_SCHEMA
 
-__all__ = ["BacktranslateJob", "Chunk", "ChunkResult", "run_backtranslate"]
+__all__ = ["BacktranslateJob", "Chunk", "run_backtranslate"]
 
 BACKTRANSLATION_COLUMNS = [
     ("id", "sha256 of the normalised `text`, 16 hex digits"),

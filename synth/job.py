@@ -4,9 +4,10 @@ A task (back-translation, queries, ...) subclasses `ChunkedJob` and says what is
 the requests a segment makes, the rows an answer gives, its filter chain, its schemas and its card.
 The rest is here: `chunks()` streams the corpus in chunks with stable keys; `run_async()` is the
 engine: several chunks generate at once through one window of requests, a generated chunk is
-filtered and staged under OUT/.synth/chunks (atomically; a finished chunk is taken as it is on
-rerun) in the filter process while the next ones generate; `publish()` turns the staged chunks
-into the dataset folder. The CLI (`run`) and the Prefect flows (`run_shard`, one shard of the
+filtered and staged (synth.staging: atomically; a finished chunk is taken as it is on rerun) in
+the filter process (synth.filter_worker) while the next ones generate; `publish()` turns the
+staged chunks into the dataset folder, with stats.json summed from their records
+(synth.dataset_stats). The CLI (`run`) and the Prefect flows (`run_shard`, one shard of the
 corpus per task) drive this same engine.
 """
 
@@ -23,14 +24,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from synth import redact
 from synth.filter_worker import filter_executor, forget_broken_pool, in_worker, warm_filters_in_worker
@@ -41,49 +41,16 @@ from synth.generate.backends import SMOLLM2_MODEL_NAME, Backend, FatalError, Ope
 from synth.generate.cache import GenerationCache, cache_key
 from synth.generate.request import Request, nonempty
 from synth.generate.runner import GenerationAborted, GenerationStats, Outcome, RequestRunner, RetryPolicy
-from synth.publish import CardInfo, PublishResult, View, atomic_write_json, atomic_write_parquet, publish_dataset
+from synth.atomic import atomic_write_json
+from synth.dataset_stats import GENERATE_STEP, dataset_stats
+from synth.publish import CardInfo, PublishResult, View, publish_dataset
 from synth.publish.dataset import DEFAULT_FOLDER, REJECTS
 from synth.publish.hub import HubPush, push_folder
 from synth.read import CorpusError, ReadStats, Segment, chunked, read_segments
 from synth.runlock import locked_output
-from synth.schema import table_from_rows
+from synth.staging import ChunkResult, ChunkStore, excerpted
 
-GENERATE_STEP = "generate"
 log = logging.getLogger("synth")
-# A rejected row keeps at most this many characters of each generated column (the answer, the
-# text parsed from it): enough to see why it was dropped, not a runaway answer stored twice.
-REJECT_EXCERPT_CHARS = 4096
-# Columns of a row that come from the model (the rest is the corpus's own, kept whole).
-GENERATED_COLUMNS = ("raw_answer", "translation", "query")
-
-
-def bounded_excerpt(text, limit: int = REJECT_EXCERPT_CHARS):
-    """`text` cut to `limit` characters, saying how much was cut; other values as they are."""
-    if not isinstance(text, str) or len(text) <= limit:
-        return text
-    return f"{text[:limit]}… [{len(text) - limit:,} more characters cut]"
-
-
-def _excerpted(row: dict) -> dict:
-    """A rejected row with its generated columns cut to REJECT_EXCERPT_CHARS."""
-    if not any(isinstance(row.get(name), str) and len(row[name]) > REJECT_EXCERPT_CHARS for name in GENERATED_COLUMNS):
-        return row
-    return {**row, **{name: bounded_excerpt(row[name]) for name in GENERATED_COLUMNS if name in row}}
-
-
-def set_aside(path: Path, reason: str, into: Path | None = None) -> Path | None:
-    """Move a damaged file out of the way, into `into` (default: a `damaged` folder beside it),
-    renamed with the time: kept for inspection, never read again. Says so in the log."""
-    if not path.exists():
-        return None
-    into = into or path.parent / "damaged"
-    into.mkdir(parents=True, exist_ok=True)
-    target = into / f"{path.name}.{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
-    os.replace(path, target)
-    log.warning("%s is damaged (%s): set aside as %s and redone", path, reason, target.name)
-    return target
-
-
 @dataclass
 class Chunk:
     index: int
@@ -127,26 +94,6 @@ class Filtered:
     filters: dict                    # step name -> as ChunkResult.filters
     lid_unverified: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)  # follow-up stage name -> {"asked", its counts, "generation"}
-
-
-@dataclass
-class ChunkResult:
-    index: int
-    key: str
-    kept_path: str
-    rejects_path: str
-    kept: int
-    rejected: int
-    generation: dict
-    filters: dict                    # step name -> {"in": {lang: n}, "out": {...}, "dropped": {lang: {reason: n}}}
-    generation_failures: int         # requests with no answer: the chunk is redone on rerun
-    lid_unverified: dict = field(default_factory=dict)
-    stages: dict = field(default_factory=dict)  # follow-up stage -> what it asked, heard and cost (Filtered.stages)
-    reused: bool = False             # staged by an earlier run and taken as it was
-
-    @classmethod
-    def load(cls, path: Path) -> "ChunkResult":
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
 def _filter_stats_dict(stats: FilterStats) -> dict:
@@ -288,12 +235,9 @@ class ChunkedJob:
         settings = {"task": self.task, **generation, **self.fingerprint_settings()}
         return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    @property
-    def chunk_dir(self) -> Path:
-        return self.config.work_dir / "chunks"
-
-    def _result_path(self, chunk_key: str) -> Path:
-        return self.chunk_dir / f"{chunk_key}.json"
+    @cached_property
+    def staged(self) -> ChunkStore:
+        return ChunkStore(self.config.work_dir)
 
     # --- read ------------------------------------------------------------------------------------
     def segments(self) -> Iterator[Segment]:
@@ -311,40 +255,7 @@ class ChunkedJob:
 
     def finished(self, chunk: Chunk) -> ChunkResult | None:
         """The staged result of a chunk done before (with every answer in hand), if any."""
-        path = self._result_path(chunk.key)
-        if not path.exists():
-            return None
-        try:
-            result = ChunkResult.load(path)
-        except (ValueError, TypeError, UnicodeDecodeError) as error:  # garbage JSON, or not a chunk's record
-            self._set_chunk_aside(chunk, f"unreadable record: {error!r:.120}")
-            return None
-        result.reused = True
-        # The staged files sit next to this record: found there even when OUT was moved or renamed.
-        result.kept_path = str(self.chunk_dir / Path(result.kept_path).name)
-        result.rejects_path = str(self.chunk_dir / Path(result.rejects_path).name)
-        if not (Path(result.kept_path).exists() and Path(result.rejects_path).exists()):
-            return None
-        # A damaged part (garbage, cut short) is redone now rather than failing the publish later:
-        # its answers are in the generation cache, so redoing it costs no request.
-        for part, rows in ((result.kept_path, result.kept), (result.rejects_path, result.rejected)):
-            try:
-                found = pq.read_metadata(part).num_rows
-            except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-                self._set_chunk_aside(chunk, f"{Path(part).name} unreadable: {error!r:.120}")
-                return None
-            if found != rows:
-                self._set_chunk_aside(chunk, f"{Path(part).name} holds {found} rows, its record says {rows}")
-                return None
-        return result if result.generation_failures == 0 else None
-
-    def _set_chunk_aside(self, chunk: Chunk, reason: str) -> None:
-        """Every file of a damaged staged chunk, renamed out of the way (the record first: without
-        it the chunk counts as not done), so that the chunk is redone."""
-        damaged = self.config.work_dir / "damaged"
-        set_aside(self._result_path(chunk.key), reason, damaged)
-        for path in self.chunk_dir.glob(f"{chunk.key}.*.parquet"):
-            set_aside(path, f"part of the damaged chunk {chunk.key}", damaged)
+        return self.staged.finished(chunk.key)
 
     # --- generate --------------------------------------------------------------------------------
     def register_secrets(self) -> None:
@@ -510,21 +421,13 @@ class ChunkedJob:
 
     def stage(self, chunk: Chunk, filtered: Filtered, failed: list[dict], generation: GenerationStats) -> ChunkResult:
         """Writes the chunk's kept rows and rejects, then its record (the chunk is done)."""
-        kept, rejected, filters, unverified = filtered.kept, filtered.rejected, filtered.filters, filtered.lid_unverified
-        kept_path = self.chunk_dir / f"{chunk.key}.kept.parquet"
-        rejects_path = self.chunk_dir / f"{chunk.key}.rejects.parquet"
-        atomic_write_parquet(table_from_rows(kept, self.kept_schema), kept_path)
         # Generated columns of rejects are cut to an excerpt (a job that generates nothing keeps its input whole).
-        rejects = [_excerpted(row) for row in failed + rejected] if self.generates else failed + rejected
-        atomic_write_parquet(table_from_rows(rejects, self.reject_schema), rejects_path)
-        result = ChunkResult(
-            index=chunk.index, key=chunk.key, kept_path=str(kept_path), rejects_path=str(rejects_path),
-            kept=len(kept), rejected=len(failed) + len(rejected), generation=generation.as_dict(),
-            filters=filters, generation_failures=generation.failed, lid_unverified=dict(unverified), stages=filtered.stages,
+        rejects = [excerpted(row) for row in failed + filtered.rejected] if self.generates else failed + filtered.rejected
+        return self.staged.write(
+            chunk.index, chunk.key, filtered.kept, rejects, self.kept_schema, self.reject_schema,
+            generation=generation.as_dict(), filters=filtered.filters, generation_failures=generation.failed,
+            lid_unverified=dict(filtered.lid_unverified), stages=filtered.stages,
         )
-        # Written last: its presence means the chunk's files are complete.
-        atomic_write_json(self._result_path(chunk.key), asdict(result))
-        return result
 
     def warm_filters(self) -> None:
         """Loads the filters' models (detectors, embedder) before the first chunk needs them."""
@@ -626,91 +529,10 @@ class ChunkedJob:
 
     # --- publish ---------------------------------------------------------------------------------
     def stats(self, results: list[ChunkResult], started: float) -> dict:
-        from synth.filters.report import embedding_decisions, reject_warnings
-
-        lang = self.config.lang
-        read = self.read_stats.as_dict()
-        generation, this_run = GenerationStats(), GenerationStats()
-        for result in results:
-            generation.merge(GenerationStats.from_dict(result.generation))
-            if not result.reused:
-                this_run.merge(GenerationStats.from_dict(result.generation))
-        steps: dict[str, FilterStats] = {}
-        for result in results:
-            for name, data in result.filters.items():
-                part = FilterStats(Counter(data["in"]), Counter(data["out"]))
-                for language, reasons in data["dropped"].items():
-                    part.reasons[language].update(reasons)
-                for threshold, values in data.get("derived", {}).items():
-                    part.derived[threshold].extend(values)
-                part.seconds = data.get("seconds", 0.0)  # chunks staged by an older synth have none
-                steps.setdefault(name, FilterStats()).merge(part)
-        read_dropped = {
-            kind: read[key] for kind, key in
-            (("empty", "empty_dropped"), ("duplicate", "duplicates_dropped"), ("too_long", "too_long_dropped"))
-            if read.get(key)
-        }
-        funnel = [{"step": "read", "in": read["lines_read"], "out": read["segments"], "dropped": read_dropped}]
-        for name, step in steps.items():
-            funnel.append({
-                "step": name, "in": step.rows_in.get(lang, 0), "out": step.rows_out.get(lang, 0),
-                "dropped": dict(step.reasons.get(lang, {})),
-                **({"derived": step.derived_summary()} if step.derived else {}),
-            })
-        unverified = Counter()
-        for result in results:
-            unverified.update(result.lid_unverified)
-        finished = time.time()
-        cost = self.config.cost_usd(generation.prompt_tokens, generation.completion_tokens) if self.generates else None
-        # Follow-up stages (FollowupStage): what each asked and heard, and its share of the generation above.
-        stages: dict[str, dict] = {}
-        for result in results:
-            for name, data in result.stages.items():
-                total = stages.setdefault(name, {"generation": GenerationStats()})
-                total["generation"].merge(GenerationStats.from_dict(data.get("generation", {})))
-                for key, value in data.items():
-                    if key != "generation":
-                        total[key] = total.get(key, 0) + value
-        for name, total in stages.items():
-            spent = total.pop("generation")
-            stage_cost = self.config.cost_usd(spent.prompt_tokens, spent.completion_tokens)
-            stages[name] = {
-                **total, "requests": spent.requests, "cache_hits": spent.cache_hits, "failed": spent.failed,
-                "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens,
-                **({"cost_usd": stage_cost} if stage_cost is not None else {}),
-            }
-        run_cost = self.config.cost_usd(this_run.spent_prompt_tokens, this_run.spent_completion_tokens) if self.generates else None
-        return {
-            "read": read,
-            "generation": {
-                **generation.as_dict(), **({"cost_usd": cost} if cost is not None else {}), **({"stages": stages} if stages else {}),
-            },
-            "funnel": {lang: funnel},
-            # Said out loud (synth.filters.report): a language that lost more than a quarter of its
-            # pairs, and what the embedding step decided on.
-            "warnings": {"high_reject_rate": reject_warnings({lang: funnel})},
-            "embedding": embedding_decisions({lang: funnel}, self.config),
-            "lid": {"unverified": dict(unverified), "detectors": self.lid_detectors_used()},
-            # Each filter's own time (FilterChain times every block), summed over the dataset's
-            # chunks as each was filtered and recorded when it was staged: publishing the same
-            # staged chunks again gives the same figures, so the same bytes (no new Hub commit).
-            "filter_seconds": {
-                name: round(step.seconds, 3) for name, step in steps.items() if name != GENERATE_STEP and name not in stages
-            },
-            "run": {
-                "started": datetime.fromtimestamp(started, timezone.utc).isoformat(),
-                "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
-                "seconds": round(finished - started, 2),
-                "chunks": len(results),
-                "chunks_reused": sum(result.reused for result in results),
-                # What this run itself sent; "generation" above covers every chunk of the dataset.
-                "requests": this_run.requests,
-                "cache_hits": this_run.cache_hits,
-                "prompt_tokens": this_run.spent_prompt_tokens,
-                "completion_tokens": this_run.spent_completion_tokens,
-                **({"cost_usd": run_cost} if run_cost is not None else {}),
-            },
-        }
+        return dataset_stats(
+            results, config=self.config, read=self.read_stats.as_dict(), lid_detectors=self.lid_detectors_used(),
+            generates=self.generates, started=started,
+        )
 
     def publish(
         self, results: list[ChunkResult], started: float, command: str | None = None, run_id: str | None = None
@@ -741,7 +563,7 @@ class ChunkedJob:
             rows_per_shard=c.rows_per_shard,
         )
         atomic_write_json(c.work_dir / "runs" / f"{run['id']}.json", run)
-        self._remove_stale_chunks({r.key for r in results})
+        self.staged.remove_stale({r.key for r in results})
         return published, {**json.loads((c.out / "stats.json").read_text(encoding="utf-8")), "run": run}
 
     def complete_card(self, card: CardInfo) -> None:
@@ -785,12 +607,6 @@ class ChunkedJob:
         redact.register(token)
         message = f"synth {self.task} run {run_id}: {published.kept_rows} kept, {published.rejected_rows} rejected"
         return push_folder(c.out, c.push_to_hub, token=token, private=c.private, message=message)
-
-    def _remove_stale_chunks(self, keep: set[str]) -> None:
-        """Staged chunks of earlier settings or corpora are no longer part of the dataset."""
-        for path in self.chunk_dir.glob("*"):
-            if path.name.split(".", 1)[0] not in keep:
-                path.unlink(missing_ok=True)
 
     def run(
         self, on_done: Callable[[int], None] | None = None, command: str | None = None, run_id: str | None = None,

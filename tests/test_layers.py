@@ -18,6 +18,9 @@ FORBIDDEN = {
     "synth/generate": ["synth.filters", "synth.publish", "synth.evaluate", "synth.job", "synth.config"],
     "synth/filters": ["synth.publish", "synth.evaluate", "synth.job", "synth.config", "synth.filter_job"],
     "synth/publish": ["synth.evaluate", "synth.job", "synth.config"],
+    # the staged chunks and the stats summed from them: below the job that writes them
+    "synth/staging.py": ["synth.evaluate", "synth.job", "synth.config", "synth.filters", "synth.generate"],
+    "synth/dataset_stats.py": ["synth.evaluate", "synth.job", "synth.config", "synth.publish"],
     "synth/config.py": ["synth.job", "synth.filter_job", "synth.backtranslate", "synth.queries", "synth.options", "synth.evaluate"],
     "synth": ["synth.cli", "prefect", "prefect_dask", "flows"],
     "flows": ["synth.cli"],

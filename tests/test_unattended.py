@@ -423,7 +423,7 @@ def test_an_answer_longer_than_max_tokens_allows_is_too_large(hostile: Hostile, 
 
 
 def test_rejects_keep_a_bounded_excerpt_of_a_long_answer(hostile: Hostile, tmp_path: Path, synth_env: dict) -> None:
-    from synth.job import REJECT_EXCERPT_CHARS
+    from synth.staging import REJECT_EXCERPT_CHARS
 
     out = tmp_path / "out"
     result = run_synth(
