@@ -88,11 +88,13 @@ class _Stopped:
 
     @classmethod
     def run_over(cls) -> None:
-        """The run is published: a SIGTERM from now on ends the process as it would any program
-        (the dataset is complete), rather than a KeyboardInterrupt amid the summary or the exit."""
+        """The run is published: a SIGTERM or Ctrl-C from now on ends the process as it would any
+        program (the dataset is complete), rather than a KeyboardInterrupt amid the summary or in
+        the interpreter's exit ("Exception ignored in threading._shutdown")."""
         import signal
 
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _in_finalizer(frame) -> bool:

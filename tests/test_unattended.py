@@ -515,6 +515,31 @@ def test_ctrl_c_in_a_terminal_stops_the_run_and_its_filter_process_quietly(tmp_p
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
 
 
+def test_ctrl_c_once_the_run_is_done_ends_it_without_a_traceback(tmp_path: Path, synth_env: dict) -> None:
+    # The run is over (published, summary printed): Ctrl-C takes the signal's own action, like any
+    # program's, rather than a KeyboardInterrupt amid the summary or in the interpreter's exit,
+    # which waits for the filter process ("Exception ignored in threading._shutdown" and a traceback).
+    out = tmp_path / "out"
+    with start_server() as server:
+        args = [str(corpus(tmp_path, 8)), "--out", str(out), "--base-url", server.base_url, "--chunk-size", "4", *QUICK]
+        run = subprocess.Popen([str(SYNTH_BIN), "backtranslate", *args], env=synth_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        lines = []
+        for line in run.stderr:  # the stages, the funnel, then the summary
+            lines.append(line)
+            if line.startswith("dataset: "):  # the last line but hints: the process is on its way out
+                os.killpg(run.pid, signal.SIGINT)
+                break
+        _, rest = run.communicate(timeout=60)
+        stderr = "".join(lines) + rest
+
+    assert any(line.startswith("dataset: ") for line in lines), stderr
+    assert run.returncode in (0, -signal.SIGINT), stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert "stopped by" not in stderr  # the run is complete: nothing to go on with
+    rows = json.loads((out / "stats.json").read_text())["rows"]
+    assert rows["kept"] + rows["rejected"] == 8
+
+
 def test_sigterm_stops_with_a_message_exit_143_and_the_rerun_goes_on(tmp_path: Path, synth_env: dict) -> None:
     out = tmp_path / "out"
     with start_server("--latency", "0.4") as server:
